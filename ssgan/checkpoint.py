@@ -1,0 +1,316 @@
+"""Checkpoints: ssgan's own format (safetensors + JSON config) and the original SemanticStyleGAN `.pt`.
+
+The original format is read with `torch.load(weights_only=True)` only; every width is inferred from
+the tensors' shapes, and every tensor of the original state dicts is used exactly once.
+"""
+import argparse
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ssgan.config import CELEBAMASK_CLASSES, SSGConfig
+from ssgan.discriminator import Discriminator
+from ssgan.generator import Generator
+from ssgan.kernels import make_kernel
+from ssgan.layers import BLUR_TAPS
+
+FORMAT = "ssgan"
+FORMAT_VERSION = "1"
+MODULES = ("g", "g_ema", "d")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+@dataclass
+class Checkpoint:
+    config: SSGConfig
+    g_ema: Generator
+    g: Generator | None = None
+    d: Discriminator | None = None
+
+
+# --- the original format ------------------------------------------------------------------------
+def _flat(t):
+    return t.reshape(-1)
+
+
+def _scalar(t):
+    return t.reshape(())
+
+
+def _matrix(t):
+    return t.reshape(t.shape[0], -1)
+
+
+class _Converter:
+    """Moves tensors from an original state dict into ours, consuming each exactly once."""
+
+    def __init__(self, source, what):
+        self.source = dict(source)
+        self.what = what
+        self.out = {}
+
+    def take(self, key, reshape=None):
+        if key not in self.source:
+            raise CheckpointError(f"{self.what}: missing tensor {key!r}")
+        t = self.source.pop(key)
+        return reshape(t) if reshape else t
+
+    def put(self, ours, key, reshape=None):
+        self.out[ours] = self.take(key, reshape)
+
+    def check_kernel(self, key, gain):
+        expected = make_kernel(BLUR_TAPS, gain)
+        t = self.take(key)
+        if t.shape != expected.shape or not torch.allclose(t.float(), expected):
+            raise CheckpointError(f"{self.what}: {key!r} is not the standard [1,3,3,1] blur kernel")
+
+    def finish(self):
+        if self.source:
+            raise CheckpointError(f"{self.what}: unexpected tensors {sorted(self.source)[:8]}")
+        return self.out
+
+
+def _count(keys, pattern, start=0):
+    found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
+    if found != set(range(start, start + len(found))):
+        raise CheckpointError(f"non-contiguous layer indices for {pattern!r}: {sorted(found)}")
+    return len(found)
+
+
+def config_from_original(g_sd, d_sd=None, args=None):
+    """Infer an SSGConfig from the shapes of an original generator state dict (and D, and args)."""
+    args = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+    keys = list(g_sd)
+    try:
+        num_classes = g_sd["render_net.to_segs.0.conv.weight"].shape[0]
+        n_mlp = _count(keys, r"style\.(\d+)\.weight$", start=1) if "style.1.weight" in g_sd else 0
+        local_channel, style_dim = g_sd["local_nets.0.linears.0.conv.modulation.weight"].shape
+        local_layers = _count(keys, r"local_nets\.0\.linears\.(\d+)\.conv\.weight$")
+        coarse_channel = g_sd["local_nets.0.to_feat.conv.weight"].shape[0]
+        pos_channels = g_sd["pos_embed.weights"].shape[1]
+        n_convs = _count(keys, r"render_net\.convs\.(\d+)\.weight$")
+        noise_sizes = [g_sd[f"render_net.noises.noise_{i}"].shape[-1] for i in range(0, n_convs, 2)]
+        in_widths = [g_sd[f"render_net.convs.{i}.weight"].shape[1] for i in range(0, n_convs, 2)]
+        out_widths = [g_sd[f"render_net.convs.{i}.weight"].shape[0] for i in range(0, n_convs, 2)]
+    except KeyError as e:
+        raise CheckpointError(f"not a SemanticStyleGAN generator: missing tensor {e.args[0]!r}") from None
+    if n_mlp != args.get("n_mlp", n_mlp) or num_classes != args.get("seg_dim", num_classes):
+        raise CheckpointError(f"checkpoint args {args} disagree with the tensors' shapes")
+    size = 2 ** ((pos_channels // 2 - 1) // 2)
+    if noise_sizes[-1] != size:
+        raise CheckpointError(f"positional encoding implies size {size}, render net ends at {noise_sizes[-1]}")
+    # The block whose input gains `coarse_channel` extra channels starts from the coarse grid.
+    joins = [res // 2 for res, i, prev in zip(noise_sizes, in_widths, [coarse_channel] + out_widths) if i != prev]
+    coarse_size = joins[0] if joins else args.get("coarse_size", 64)
+    fields = dict(
+        size=size, style_dim=style_dim, n_mlp=n_mlp, local_layers=local_layers, local_channel=local_channel,
+        coarse_channel=coarse_channel, coarse_size=coarse_size, min_feat_size=noise_sizes[0] // 2,
+        depth_layers=args.get("depth_layers", 6), base_layers=args.get("base_layers", 2),
+        residual_refine=args.get("residual_refine", True), detach_texture=args.get("detach_texture", False),
+        channel_multiplier=args.get("channel_multiplier", 2),
+        render_channels=dict(zip(noise_sizes, out_widths)),
+    )  # fmt: skip
+    if num_classes == len(CELEBAMASK_CLASSES):
+        fields["class_names"] = CELEBAMASK_CLASSES
+        fields["transparent"] = tuple(args.get("transparent_dims", (10, 12)))
+    else:
+        fields["class_names"] = tuple(f"class_{k}" for k in range(num_classes))
+        fields["transparent"] = tuple(args.get("transparent_dims", ()))
+    if d_sd is not None:
+        n_blocks = _count(list(d_sd), r"convs_img\.(\d+)\.conv1\.0\.weight$", start=1)
+        widths = [d_sd["convs_img.0.0.weight"].shape[0]]
+        widths += [d_sd[f"convs_img.{n}.conv2.1.weight"].shape[0] for n in range(1, n_blocks + 1)]
+        fields["disc_channels"] = {size >> n: c for n, c in enumerate(widths)}
+    else:
+        fields["disc_channels"] = None
+    try:
+        return SSGConfig(**fields)
+    except ValueError as e:
+        raise CheckpointError(f"inferred configuration is invalid: {e}") from None
+
+
+def convert_generator(sd, cfg: SSGConfig, what="g_ema"):
+    """Original generator state dict -> ssgan Generator state dict."""
+    c = _Converter(sd, what)
+    for i in range(cfg.n_mlp):
+        c.put(f"mapping.layers.{i}.weight", f"style.{i + 1}.weight")
+        c.put(f"mapping.layers.{i}.bias", f"style.{i + 1}.bias")
+    c.put("local.pos_weight", "pos_embed.weights", _matrix)
+    K, L = cfg.num_classes, cfg.local_layers
+    stacks = {name: [] for name in ("weight", "style_weight", "style_bias", "bias", "feat_weight", "feat_scale",
+                                    "feat_bias", "depth_weight", "depth_scale", "depth_bias")}  # fmt: skip
+    for k in range(K):
+        net = f"local_nets.{k}"
+        for layer in range(L):
+            conv = f"{net}.linears.{layer}.conv"
+            stacks["weight"].append(c.take(f"{conv}.weight", lambda t: t.reshape(t.shape[1], t.shape[2])))
+            stacks["style_weight"].append(c.take(f"{conv}.modulation.weight"))
+            stacks["style_bias"].append(c.take(f"{conv}.modulation.bias"))
+            stacks["bias"].append(c.take(f"{net}.linears.{layer}.activate.bias"))
+        heads = [("feat", "to_feat")] + ([("depth", "to_depth")] if k > 0 else [])
+        for ours, theirs in heads:
+            stacks[f"{ours}_weight"].append(c.take(f"{net}.{theirs}.conv.weight", _matrix))
+            stacks[f"{ours}_scale"].append(c.take(f"{net}.{theirs}.conv.modulation", _flat))
+            stacks[f"{ours}_bias"].append(c.take(f"{net}.{theirs}.bias", _flat))
+            c.check_kernel(f"{net}.{theirs}.upsample.kernel", gain=4)
+    for name, tensors in stacks.items():
+        t = torch.stack(tensors)
+        if name in ("weight", "style_weight", "style_bias", "bias"):
+            t = t.reshape(K, L, *t.shape[1:])
+        c.out[f"local.{name}"] = t
+    c.out["local.depth_weight"] = c.out["local.depth_weight"].reshape(K - 1, -1)  # [K-1, 1, C] -> [K-1, C]
+    c.out["local.depth_bias"] = c.out["local.depth_bias"].reshape(K - 1)
+    for i in range(2 * len(cfg.render_resolutions)):
+        conv = f"render_net.convs.{i}"
+        c.put(f"render.convs.{i}.weight", f"{conv}.weight")
+        c.put(f"render.convs.{i}.scale", f"{conv}.modulation", _flat)
+        c.put(f"render.convs.{i}.noise_strength", f"{conv}.noise.weight", _scalar)
+        c.put(f"render.convs.{i}.bias", f"{conv}.activate.bias")
+        c.put(f"render.noise_{i}", f"render_net.noises.noise_{i}")
+        if i % 2 == 0:
+            c.check_kernel(f"{conv}.blur.kernel", gain=4)
+    for i in range(len(cfg.render_resolutions)):
+        for head in ("to_rgbs", "to_segs"):
+            c.put(f"render.{head}.{i}.weight", f"render_net.{head}.{i}.conv.weight")
+            c.put(f"render.{head}.{i}.scale", f"render_net.{head}.{i}.conv.modulation", _flat)
+            c.put(f"render.{head}.{i}.bias", f"render_net.{head}.{i}.bias", _flat)
+            c.check_kernel(f"render_net.{head}.{i}.upsample.kernel", gain=4)
+    return c.finish()
+
+
+def convert_discriminator(sd, cfg: SSGConfig, what="d"):
+    """Original discriminator state dict -> ssgan Discriminator state dict."""
+    c = _Converter(sd, what)
+    for theirs, ours in (("convs_img", "image_branch"), ("convs_seg", "seg_branch")):
+        c.put(f"{ours}.0.conv.weight", f"{theirs}.0.0.weight")
+        c.put(f"{ours}.0.bias", f"{theirs}.0.1.bias")
+        for n in range(1, len(cfg.disc_resolutions)):
+            block, src = f"{ours}.{n}", f"{theirs}.{n}"
+            c.put(f"{block}.conv1.conv.weight", f"{src}.conv1.0.weight")
+            c.put(f"{block}.conv1.bias", f"{src}.conv1.1.bias")
+            c.check_kernel(f"{src}.conv2.0.kernel", gain=1)
+            c.put(f"{block}.conv2.conv.weight", f"{src}.conv2.1.weight")
+            c.put(f"{block}.conv2.bias", f"{src}.conv2.2.bias")
+            c.check_kernel(f"{src}.skip.0.kernel", gain=1)
+            c.put(f"{block}.skip.conv.weight", f"{src}.skip.1.weight")
+    c.put("final_conv.conv.weight", "final_conv.0.weight")
+    c.put("final_conv.bias", "final_conv.1.bias")
+    c.put("final_linear.weight", "final_linear.0.weight")
+    c.put("final_linear.bias", "final_linear.0.bias")
+    c.put("logit.weight", "final_linear.1.weight")
+    c.put("logit.bias", "final_linear.1.bias")
+    return c.finish()
+
+
+def _load_into(module, state, what):
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{what}: missing tensors {missing[:8]}, unexpected tensors {extra[:8]}")
+    for key, t in state.items():
+        if t.shape != expected[key].shape:
+            raise CheckpointError(
+                f"{what}: tensor {key!r} has shape {tuple(t.shape)}, the model expects {tuple(expected[key].shape)}"
+            )
+    module.load_state_dict(state)
+    return module
+
+
+def _read_original(path):
+    torch.serialization.add_safe_globals([argparse.Namespace])
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, corrupt, or a pickle that needs more than tensors
+        raise CheckpointError(f"cannot read {path} as a checkpoint: {type(e).__name__}: {e}") from None
+    if not isinstance(data, dict) or "g_ema" not in data:
+        raise CheckpointError(f"{path} is not a SemanticStyleGAN checkpoint (no 'g_ema' state dict)")
+    return data
+
+
+def load_original(path):
+    """Read an original SemanticStyleGAN `.pt` checkpoint into ssgan modules."""
+    data = _read_original(path)
+    cfg = config_from_original(data["g_ema"], data.get("d"), data.get("args"))
+    ckpt = Checkpoint(config=cfg, g_ema=_load_into(Generator(cfg), convert_generator(data["g_ema"], cfg), "g_ema"))
+    if "g" in data:
+        ckpt.g = _load_into(Generator(cfg), convert_generator(data["g"], cfg, "g"), "g")
+    if "d" in data:
+        ckpt.d = _load_into(Discriminator(cfg), convert_discriminator(data["d"], cfg), "d")
+    return ckpt
+
+
+# --- ssgan's own format -------------------------------------------------------------------------
+def save_checkpoint(path, config: SSGConfig, g_ema, g=None, d=None):
+    """Write modules and config to one safetensors file, atomically (temp file, fsync, rename)."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name, module in (("g", g), ("g_ema", g_ema), ("d", d)):
+        if module is not None:
+            for key, t in module.state_dict().items():
+                tensors[f"{name}.{key}"] = t.detach().to("cpu").contiguous()
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _load_own(path):
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path} as a safetensors checkpoint: {type(e).__name__}: {e}") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not an ssgan checkpoint (no ssgan metadata)")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported ssgan format version {metadata.get('format_version')!r}")
+    cfg = SSGConfig.from_dict(json.loads(metadata["config"]))
+    parts = {name: {} for name in MODULES}
+    for key, t in tensors.items():
+        name, _, rest = key.partition(".")
+        if name not in parts:
+            raise CheckpointError(f"{path}: unexpected tensor {key!r}")
+        parts[name][rest] = t
+    if not parts["g_ema"]:
+        raise CheckpointError(f"{path}: no g_ema tensors")
+    ckpt = Checkpoint(config=cfg, g_ema=_load_into(Generator(cfg), parts["g_ema"], "g_ema"))
+    if parts["g"]:
+        ckpt.g = _load_into(Generator(cfg), parts["g"], "g")
+    if parts["d"]:
+        ckpt.d = _load_into(Discriminator(cfg), parts["d"], "d")
+    return ckpt
+
+
+def load_checkpoint(path):
+    """Load an ssgan checkpoint or an original SemanticStyleGAN `.pt` checkpoint (detected by content)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip or legacy pickle
+        return load_original(path)
+    return _load_own(path)

@@ -1,0 +1,142 @@
+"""Model configuration and presets."""
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+CELEBAMASK_CLASSES = (
+    "background", "face", "eyes", "brows", "mouth", "nose", "ears",
+    "hair", "neck", "cloth", "glasses", "hat", "earrings",
+)  # fmt: skip
+DEMO_CLASSES = ("background", "face", "eyes", "brows", "mouth", "hair", "neck")
+
+
+def default_channels(size, channel_multiplier=2, base=512):
+    """StyleGAN2's channel table from 4 up to `size`: {4..64: 512, 128: 256*cm/2, ...}."""
+    table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier, 128: 128 * channel_multiplier,
+             256: 64 * channel_multiplier, 512: 32 * channel_multiplier, 1024: 16 * channel_multiplier}  # fmt: skip
+    scale = base / 512
+    return {r: max(1, int(c * scale)) for r, c in table.items() if r <= size}
+
+
+@dataclass(frozen=True)
+class SSGConfig:
+    """Every number that fixes a SemanticStyleGAN's shape. Defaults are the original's (CelebAMask-HQ 256)."""
+
+    size: int = 256
+    style_dim: int = 512
+    n_mlp: int = 8
+    lr_mlp: float = 0.01
+    class_names: tuple = CELEBAMASK_CLASSES
+    transparent: tuple = (10, 12)
+    local_layers: int = 10
+    depth_layers: int = 6
+    base_layers: int = 2
+    local_channel: int = 64
+    coarse_channel: int = 512
+    coarse_size: int = 64
+    min_feat_size: int = 16
+    residual_refine: bool = True
+    detach_texture: bool = False
+    channel_multiplier: int = 2
+    # Widths of the render net (output resolution -> channels) and the discriminator (resolution ->
+    # channels); derived from channel_multiplier when not given.
+    render_channels: dict = field(default=None)
+    disc_channels: dict = field(default=None)
+
+    def __post_init__(self):
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "transparent", tuple(int(t) for t in self.transparent))
+        for name in ("render_channels", "disc_channels"):
+            table = getattr(self, name)
+            table = default_channels(self.size, self.channel_multiplier) if table is None else table
+            object.__setattr__(self, name, {int(r): int(c) for r, c in table.items()})
+        self.validate()
+
+    def validate(self):
+        def need(ok, message):
+            if not ok:
+                raise ValueError(f"invalid SSGConfig: {message}")
+
+        for name in ("size", "coarse_size", "min_feat_size"):
+            value = getattr(self, name)
+            need(value >= 4 and value & (value - 1) == 0, f"{name}={value} must be a power of two >= 4")
+        need(self.min_feat_size < self.coarse_size <= self.size,
+             f"need min_feat_size < coarse_size <= size, got {self.min_feat_size}, {self.coarse_size}, {self.size}")
+        need(self.num_classes >= 1, "class_names must not be empty")
+        need(len(set(self.class_names)) == self.num_classes, f"class names repeat: {self.class_names}")
+        need(all(0 < t < self.num_classes for t in self.transparent),
+             f"transparent classes {self.transparent} must lie in 1..{self.num_classes - 1}")
+        need(0 < self.base_layers < self.depth_layers <= self.local_layers,
+             f"need 0 < base_layers < depth_layers <= local_layers, got {self.base_layers}, {self.depth_layers}, {self.local_layers}")
+        for res in self.render_resolutions:
+            need(res in self.render_channels, f"render_channels has no width for resolution {res}")
+        for res in self.disc_resolutions:
+            need(res in self.disc_channels, f"disc_channels has no width for resolution {res}")
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def n_latent(self):
+        """Vectors in W+: the base codes, then a shape and a texture code per class."""
+        return self.base_layers + 2 * self.num_classes
+
+    @property
+    def n_latent_expand(self):
+        """Vectors in the expanded space: one per modulated layer of every local generator."""
+        return self.num_classes * self.local_layers
+
+    @property
+    def pos_frequencies(self):
+        return int(math.log2(self.size))
+
+    @property
+    def render_resolutions(self):
+        """Output resolutions of the render-net blocks (the first RGB/seg output is at 2*min_feat_size)."""
+        return [2**i for i in range(int(math.log2(self.min_feat_size)) + 1, int(math.log2(self.size)) + 1)]
+
+    @property
+    def disc_resolutions(self):
+        return [2**i for i in range(int(math.log2(self.size)), 1, -1)]
+
+    def class_index(self, name):
+        """Index of a class given by name (or already an index)."""
+        if isinstance(name, int) and 0 <= name < self.num_classes:
+            return name
+        if name not in self.class_names:
+            raise KeyError(f"unknown class {name!r}; this model's classes are {', '.join(self.class_names)}")
+        return self.class_names.index(name)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown SSGConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+PRESETS = {
+    "celebamask-256": SSGConfig(size=256),
+    "celebamask-512": SSGConfig(size=512),
+    "demo": SSGConfig(
+        size=64, style_dim=64, n_mlp=4, class_names=DEMO_CLASSES, transparent=(), local_channel=32,
+        coarse_channel=64, coarse_size=32, min_feat_size=8,
+        render_channels={16: 64, 32: 64, 64: 32}, disc_channels={4: 64, 8: 64, 16: 64, 32: 64, 64: 32},
+    ),
+}  # fmt: skip
+
+
+def preset(name):
+    """The config of a named preset: celebamask-256, celebamask-512 or demo."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,1 @@
+"""ssgan.train: the SemanticStyleGAN training recipe, data through Hugging Face datasets."""
