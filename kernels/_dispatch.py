@@ -42,3 +42,15 @@ def resolve_impl(impl: str, *tensors: torch.Tensor) -> str:
                 "impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 to run the kernels on the CPU)"
             )
     return impl
+
+
+# Tests set this so that every output a launcher allocates starts as NaN: unwritten elements then fail.
+FILL_OUTPUTS_WITH_NAN = False
+
+
+def new_output(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
+    """Allocate a kernel output (uninitialised, or NaN-filled under tests)."""
+    dtype = dtype or like.dtype
+    if FILL_OUTPUTS_WITH_NAN:
+        return torch.full(shape, float("nan"), device=like.device, dtype=dtype)
+    return torch.empty(shape, device=like.device, dtype=dtype)

@@ -1,13 +1,35 @@
-"""The `ssgan` command line."""
+"""The `ssgan` command line. Each group of subcommands lives in its own module with a `register(sub)`.
+
+The command line is the top layer: it is the one place in `ssgan` that may load `ssgan.train`.
+"""
 import argparse
+import importlib
 import sys
+
+COMMAND_MODULES = ("ssgan.model_cli", "ssgan.editing_cli", "ssgan.train.cli")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="ssgan", description="SemanticStyleGAN: train, convert, generate, edit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="ssgan", description="SemanticStyleGAN tools")
-    sub = parser.add_subparsers(dest="command", required=True)
-    args = parser.parse_args(argv)
-    return 0
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"ssgan {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
+import ssgan.kernels._dispatch as _dispatch  # noqa: E402
+
+_dispatch.FILL_OUTPUTS_WITH_NAN = True
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 

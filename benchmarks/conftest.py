@@ -1,0 +1,38 @@
+"""Shared helpers for the pytest-benchmark suites. Run: pytest benchmarks/ --benchmark-enable"""
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TRITON_INTERPRET", "0")
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: Triton kernels are benchmarked on the GPU only")
+
+
+def device_name():
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def synchronized(fn):
+    """Wrap fn so that each timed call waits for the GPU to finish."""
+
+    def run(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+@pytest.fixture
+def record(benchmark):
+    """benchmark.extra_info with the card and versions filled in."""
+    benchmark.extra_info.update(device=device_name(), torch=torch.__version__)
+    try:
+        import triton
+
+        benchmark.extra_info["triton"] = triton.__version__
+    except ImportError:
+        pass
+    return benchmark.extra_info
