@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("ssgan.model_cli", "ssgan.editing_cli", "ssgan.train.cli")
+COMMAND_MODULES = ("ssgan.model_cli", "ssgan.editing_cli", "ssgan.train.cli", "ssgan.train.data_cli")
 
 
 def build_parser():
