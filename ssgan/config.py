@@ -52,6 +52,9 @@ class SSGConfig:
             table = default_channels(self.size, self.channel_multiplier) if table is None else table
             object.__setattr__(self, name, {int(r): int(c) for r, c in table.items()})
         self.validate()
+        # Keep only the resolutions the model uses, so equal models have equal configs.
+        object.__setattr__(self, "render_channels", {r: self.render_channels[r] for r in self.render_resolutions})
+        object.__setattr__(self, "disc_channels", {r: self.disc_channels[r] for r in self.disc_resolutions})
 
     def validate(self):
         def need(ok, message):
