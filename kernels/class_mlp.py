@@ -8,6 +8,17 @@ layer) scale vectors so that the weights stay shared across the batch:
     demod[o] = rsqrt(sum_i (W[o, i] * s[i] / sqrt(C))^2 + 1e-8)
 
 After layer `depth_layer` a linear head gives the pseudo-depth of each class.
+
+The Triton path computes the scales and demodulation with small torch ops (autograd handles them)
+and runs the MLP itself as one fused op over (input scale s, output scale d):
+  forward:  one program per (pixel tile, class, sample) runs all L layers with the activations on
+            chip and writes only the last hidden layer and the depth;
+  backward: persistent programs loop over the same tiles; each recomputes its tile's forward, parks
+            the L layer inputs in a small per-program scratch (not one buffer per layer of the whole
+            batch), walks back through the layers and adds its partial weight, bias, scale and
+            position gradients into fp32 accumulators with atomics (so the summation order, and the
+            last bits of those gradients, may vary from run to run);
+  double backward: the backward recomputes with the reference under autograd when grad mode is on.
 """
 import math
 
@@ -15,14 +26,45 @@ import torch
 import torch.nn.functional as F
 from einops import einsum
 
-from ._dispatch import resolve_impl
+from ._dispatch import new_output, resolve_impl
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
 
 SQRT2 = math.sqrt(2.0)
+NEG_SLOPE = 0.2
+
+# Tile sizes (pixels per program). Not tuned on a GPU yet; the backward holds more [tile, C] tensors
+# live than the forward, hence its smaller tile.
+FWD_BLOCK_P = 64
+BWD_BLOCK_P = 32
+# The kernels keep a [C, C] weight and several [tile, C] activations in registers, and tl.dot wants
+# every dimension >= 16: channel counts outside this set of powers of two use the reference.
+KERNEL_CHANNELS = (16, 32, 64, 128)
 
 
 def demodulation(weight, styles):
     """weight: [K, L, O, I]; styles: [B, K, L, I] (already divided by sqrt(I)) -> [B, K, L, O]."""
     return torch.rsqrt(einsum(weight.square(), styles.square(), "k l o i, b k l i -> b k l o") + 1e-8)
+
+
+def _modulated_mlp_reference(pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_layer, detach_texture):
+    """The MLP with its input scales [B, K, L, C] and output scales `demod` [B, K, L, C] given."""
+    x = pos
+    depth = None
+    for layer in range(weight.shape[1]):
+        x = x * scale[:, :, layer, None, :]  # [B, K, P, C]
+        x = einsum(x, weight[:, layer], "b k p i, k o i -> b k p o")
+        x = x * demod[:, :, layer, None, :] + bias[None, :, layer, None, :]
+        x = F.leaky_relu(x, NEG_SLOPE) * SQRT2
+        if layer == depth_layer:
+            depth = einsum(x, depth_weight, "b k p c, k c -> b k p") + depth_bias[None, :, None]
+            if detach_texture:
+                x = x.detach()
+    return x, depth
 
 
 def class_mlp_reference(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture=False):
@@ -37,27 +79,219 @@ def class_mlp_reference(pos, weight, bias, styles, depth_weight, depth_bias, dep
     depth_layer:  index of the layer whose output feeds the depth head
     Returns hidden [B, K, P, C] (output of the last layer) and depth [B, K, P].
     """
-    num_layers, channels = weight.shape[1], weight.shape[-1]
-    styles = styles / math.sqrt(channels)
-    demod = demodulation(weight, styles)  # [B, K, L, C]
-    x = pos
-    depth = None
-    for layer in range(num_layers):
-        x = x * styles[:, :, layer, None, :]  # [B, K, P, C]
-        x = einsum(x, weight[:, layer], "b k p i, k o i -> b k p o")
-        x = x * demod[:, :, layer, None, :] + bias[None, :, layer, None, :]
-        x = F.leaky_relu(x, 0.2) * SQRT2
-        if layer == depth_layer:
-            depth = einsum(x, depth_weight, "b k p c, k c -> b k p") + depth_bias[None, :, None]
-            if detach_texture:
-                x = x.detach()
-    return x, depth
+    scale = styles / math.sqrt(weight.shape[-1])
+    demod = demodulation(weight, scale)  # [B, K, L, C]
+    return _modulated_mlp_reference(pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_layer, detach_texture)
+
+
+def _check_inputs(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer):
+    if weight.ndim != 4 or weight.shape[2] != weight.shape[3]:
+        raise ValueError(f"weight must be [K, L, C, C], got {tuple(weight.shape)}")
+    K, L, C, _ = weight.shape
+    expected = {"pos": (pos.shape[0], C), "bias": (K, L, C), "styles": (styles.shape[0], K, L, C),
+                "depth_weight": (K, C), "depth_bias": (K,)}
+    given = {"pos": pos, "bias": bias, "styles": styles, "depth_weight": depth_weight, "depth_bias": depth_bias}
+    for name, tensor in given.items():
+        if tuple(tensor.shape) != expected[name]:
+            raise ValueError(f"{name} must have shape {expected[name]} for weight {tuple(weight.shape)}, got {tuple(tensor.shape)}")
+    if not 0 <= depth_layer < L:
+        raise ValueError(f"depth_layer must lie in [0, {L}) for {L} layers, got {depth_layer}")
 
 
 def class_mlp(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture=False, impl="auto"):
     """Fused per-class coordinate MLP; see `class_mlp_reference` for shapes."""
-    if not detach_texture and resolve_impl(impl, pos, weight, styles) == "triton":
-        from ._class_mlp_triton import class_mlp_triton
-
-        return class_mlp_triton(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer)
+    _check_inputs(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer)
+    if resolve_impl(impl, pos, weight, styles) == "triton" and weight.shape[-1] in KERNEL_CHANNELS:
+        return class_mlp_triton(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture)
     return class_mlp_reference(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture)
+
+
+def class_mlp_triton(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture=False):
+    """The Triton path of `class_mlp` (C in KERNEL_CHANNELS, all tensors of one floating dtype)."""
+    tensors = {"pos": pos, "weight": weight, "bias": bias, "styles": styles, "depth_weight": depth_weight, "depth_bias": depth_bias}
+    dtypes = {name: t.dtype for name, t in tensors.items()}
+    if len(set(dtypes.values())) != 1 or not weight.dtype.is_floating_point:
+        raise ValueError(f"class_mlp's Triton path needs all inputs in one floating dtype, got {dtypes}")
+    if weight.shape[-1] not in KERNEL_CHANNELS:
+        raise ValueError(f"class_mlp's Triton path needs C in {KERNEL_CHANNELS}, got C={weight.shape[-1]}")
+    scale = styles / math.sqrt(weight.shape[-1])
+    demod = demodulation(weight, scale)
+    return _ModulatedMLP.apply(pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_layer, detach_texture)
+
+
+class _ModulatedMLP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_layer, detach_texture):
+        ctx.save_for_backward(pos, weight, bias, scale, demod, depth_weight, depth_bias)
+        ctx.depth_layer, ctx.detach_texture = depth_layer, detach_texture
+        return _forward(pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_layer)
+
+    @staticmethod
+    def backward(ctx, grad_hidden, grad_depth):
+        inputs = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a backward that autograd can differentiate again
+            needed = [i for i, need in enumerate(ctx.needs_input_grad[:7]) if need]
+            with torch.enable_grad():
+                outputs = _modulated_mlp_reference(*inputs, ctx.depth_layer, ctx.detach_texture)
+            found = torch.autograd.grad(outputs, [inputs[i] for i in needed], (grad_hidden, grad_depth),
+                                        create_graph=True, allow_unused=True)
+            grads = [None] * 7
+            for i, grad in zip(needed, found):
+                grads[i] = grad
+        else:
+            grads = _backward(*inputs, grad_hidden, grad_depth, ctx.depth_layer, ctx.detach_texture,
+                              need_pos=ctx.needs_input_grad[0])
+        return (*grads, None, None)
+
+
+def _kernel_dtypes(dtype):
+    """(accumulator dtype, tl.dot input precision) for inputs of `dtype`."""
+    acc = tl.float64 if dtype == torch.float64 else tl.float32
+    # fp32 follows torch's matmul setting so the fused op rounds like the reference on the same GPU.
+    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    return acc, "tf32" if tf32 else "ieee"
+
+
+def _forward(pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_layer):
+    B, K, L, C = scale.shape
+    P = pos.shape[0]
+    hidden = new_output((B, K, P, C), pos)
+    depth = new_output((B, K, P), pos)
+    acc, precision = _kernel_dtypes(pos.dtype)
+    grid = (triton.cdiv(P, FWD_BLOCK_P), K, B)
+    _class_mlp_fwd_kernel[grid](
+        pos.contiguous(), weight.contiguous(), bias.contiguous(), scale.contiguous(), demod.contiguous(),
+        depth_weight.contiguous(), depth_bias.contiguous(), hidden, depth, P, K, L, depth_layer,
+        C=C, BLOCK_P=FWD_BLOCK_P, ACC=acc, PRECISION=precision,
+    )
+    return hidden, depth
+
+
+def _resident_programs(device):
+    """How many backward programs to launch: enough to fill the GPU, each reusing its scratch slot."""
+    if device.type == "cuda":
+        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 8
+
+
+def _backward(pos, weight, bias, scale, demod, depth_weight, depth_bias, grad_hidden, grad_depth,
+              depth_layer, detach_texture, need_pos):
+    B, K, L, C = scale.shape
+    P = pos.shape[0]
+    acc, precision = _kernel_dtypes(pos.dtype)
+    acc_dtype = torch.float64 if pos.dtype == torch.float64 else torch.float32
+    sums = {name: torch.zeros(shape, device=pos.device, dtype=acc_dtype) for name, shape in {
+        "pos": (P, C) if need_pos else (1,), "weight": weight.shape, "bias": bias.shape, "scale": scale.shape,
+        "demod": demod.shape, "depth_weight": depth_weight.shape, "depth_bias": depth_bias.shape}.items()}
+    tiles_per_map = triton.cdiv(P, BWD_BLOCK_P)
+    num_tiles = tiles_per_map * K * B
+    programs = min(num_tiles, _resident_programs(pos.device))
+    scratch = torch.empty((programs, L, BWD_BLOCK_P, C), device=pos.device, dtype=acc_dtype)
+    _class_mlp_bwd_kernel[(programs,)](
+        pos.contiguous(), weight.contiguous(), bias.contiguous(), scale.contiguous(), demod.contiguous(),
+        depth_weight.contiguous(), grad_hidden.contiguous(), grad_depth.contiguous(), scratch,
+        sums["pos"], sums["weight"], sums["bias"], sums["scale"], sums["demod"], sums["depth_weight"], sums["depth_bias"],
+        P, K, L, depth_layer, tiles_per_map, num_tiles,
+        C=C, BLOCK_P=BWD_BLOCK_P, ACC=acc, PRECISION=precision, DETACH=detach_texture, NEED_POS=need_pos,
+    )
+    if not need_pos:
+        sums["pos"] = None
+    return [None if grad is None else grad.to(pos.dtype) for grad in sums.values()]
+
+
+if triton is not None:
+
+    @triton.jit
+    def _modulated_layer(x, w_ptr, s_ptr, d_ptr, b_ptr, ch, C: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
+        """One layer on a [tile, C] block: lrelu((x * s) @ W^T * d + b) * sqrt(2), in ACC precision."""
+        w = tl.load(w_ptr + ch[:, None] * C + ch[None, :])  # [O, I]
+        s = tl.load(s_ptr + ch).to(ACC)
+        d = tl.load(d_ptr + ch).to(ACC)
+        b = tl.load(b_ptr + ch).to(ACC)
+        u = (x * s[None, :]).to(w.dtype)  # the dot runs in the input dtype, like the reference's matmul
+        y = tl.dot(u, tl.trans(w), input_precision=PRECISION, out_dtype=ACC) * d[None, :] + b[None, :]
+        return tl.where(y > 0, y, y * 0.2) * 1.4142135623730951
+
+    @triton.jit
+    def _class_mlp_fwd_kernel(
+        pos_ptr, weight_ptr, bias_ptr, scale_ptr, demod_ptr, depth_weight_ptr, depth_bias_ptr,
+        hidden_ptr, depth_ptr, P, K, L, depth_layer,
+        C: tl.constexpr, BLOCK_P: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
+    ):
+        k = tl.program_id(1).to(tl.int64)
+        bk = tl.program_id(2).to(tl.int64) * K + k  # flat (sample, class)
+        rows = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        ch = tl.arange(0, C)
+        in_map = rows < P
+        x = tl.load(pos_ptr + rows[:, None] * C + ch[None, :], mask=in_map[:, None], other=0.0).to(ACC)  # [tile, C]
+        for layer in range(L):
+            x = _modulated_layer(x, weight_ptr + (k * L + layer) * C * C, scale_ptr + (bk * L + layer) * C,
+                                 demod_ptr + (bk * L + layer) * C, bias_ptr + (k * L + layer) * C, ch, C, ACC, PRECISION)
+            if layer == depth_layer:
+                head = tl.load(depth_weight_ptr + k * C + ch).to(ACC)
+                depth = tl.sum(x * head[None, :], axis=1) + tl.load(depth_bias_ptr + k).to(ACC)
+                tl.store(depth_ptr + bk * P + rows, depth.to(depth_ptr.dtype.element_ty), mask=in_map)
+        tl.store(hidden_ptr + (bk * P + rows[:, None]) * C + ch[None, :], x.to(hidden_ptr.dtype.element_ty),
+                 mask=in_map[:, None])
+
+    @triton.jit
+    def _class_mlp_bwd_kernel(
+        pos_ptr, weight_ptr, bias_ptr, scale_ptr, demod_ptr, depth_weight_ptr, grad_hidden_ptr, grad_depth_ptr,
+        scratch_ptr, grad_pos_ptr, grad_weight_ptr, grad_bias_ptr, grad_scale_ptr, grad_demod_ptr,
+        grad_depth_weight_ptr, grad_depth_bias_ptr, P, K, L, depth_layer, tiles_per_map, num_tiles,
+        C: tl.constexpr, BLOCK_P: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
+        DETACH: tl.constexpr, NEED_POS: tl.constexpr,
+    ):
+        ch = tl.arange(0, C)
+        block = tl.arange(0, BLOCK_P)[:, None] * C + ch[None, :]  # [tile, C] offsets inside one scratch layer
+        slot = scratch_ptr + tl.program_id(0).to(tl.int64) * L * BLOCK_P * C  # this program's L layer inputs
+        for tile in range(tl.program_id(0), num_tiles, tl.num_programs(0)):
+            bk = (tile // tiles_per_map).to(tl.int64)  # flat (sample, class)
+            k = bk % K
+            rows = (tile % tiles_per_map) * BLOCK_P + tl.arange(0, BLOCK_P)
+            in_map = rows < P
+
+            # Recompute the tile's forward, keeping each layer's input.
+            x = tl.load(pos_ptr + rows[:, None] * C + ch[None, :], mask=in_map[:, None], other=0.0).to(ACC)
+            for layer in range(L):
+                tl.store(slot + layer * BLOCK_P * C + block, x)
+                x = _modulated_layer(x, weight_ptr + (k * L + layer) * C * C, scale_ptr + (bk * L + layer) * C,
+                                     demod_ptr + (bk * L + layer) * C, bias_ptr + (k * L + layer) * C, ch, C, ACC,
+                                     PRECISION)
+            tl.debug_barrier()  # the scratch is read back by other threads of the program
+
+            # Walk back. g: gradient of the current layer's output; rows outside the map carry zeros.
+            g = tl.load(grad_hidden_ptr + (bk * P + rows[:, None]) * C + ch[None, :], mask=in_map[:, None],
+                        other=0.0).to(ACC)
+            grad_depth = tl.load(grad_depth_ptr + bk * P + rows, mask=in_map, other=0.0).to(ACC)
+            out = x
+            for step in range(L):
+                layer = L - 1 - step
+                x = tl.load(slot + layer * BLOCK_P * C + block)  # layer input [tile, C]
+                if layer == depth_layer:
+                    if DETACH:
+                        g = tl.zeros_like(g)
+                    head = tl.load(depth_weight_ptr + k * C + ch).to(ACC)
+                    g += grad_depth[:, None] * head[None, :]
+                    tl.atomic_add(grad_depth_weight_ptr + k * C + ch, tl.sum(grad_depth[:, None] * out, axis=0))
+                    tl.atomic_add(grad_depth_bias_ptr + k, tl.sum(grad_depth, axis=0))
+                w_offset = (k * L + layer) * C * C
+                style_offset = (bk * L + layer) * C
+                w = tl.load(weight_ptr + w_offset + ch[:, None] * C + ch[None, :])  # [O, I]
+                s = tl.load(scale_ptr + style_offset + ch).to(ACC)
+                d = tl.load(demod_ptr + style_offset + ch).to(ACC)
+                # lrelu keeps the sign, so the layer output tells which slope applied
+                grad_y = tl.where(out > 0, g, g * 0.2) * 1.4142135623730951  # [tile, O]
+                tl.atomic_add(grad_bias_ptr + (k * L + layer) * C + ch, tl.sum(grad_y, axis=0))
+                u = (x * s[None, :]).to(w.dtype)
+                # outer[o, i] = sum_p grad_y[p, o] u[p, i]: dW = d[o] outer, and d(demod)[o] = sum_i W[o, i] outer[o, i]
+                outer = tl.dot(tl.trans(grad_y.to(w.dtype)), u, input_precision=PRECISION, out_dtype=ACC)  # [O, I]
+                tl.atomic_add(grad_weight_ptr + w_offset + ch[:, None] * C + ch[None, :], outer * d[:, None])
+                tl.atomic_add(grad_demod_ptr + style_offset + ch, tl.sum(outer * w.to(ACC), axis=1))
+                grad_u = tl.dot((grad_y * d[None, :]).to(w.dtype), w, input_precision=PRECISION, out_dtype=ACC)  # [tile, I]
+                tl.atomic_add(grad_scale_ptr + style_offset + ch, tl.sum(grad_u * x, axis=0))
+                g = grad_u * s[None, :]
+                out = x
+            if NEED_POS:
+                tl.atomic_add(grad_pos_ptr + rows[:, None] * C + ch[None, :], g, mask=in_map[:, None])
+            tl.debug_barrier()  # the next tile overwrites the scratch
