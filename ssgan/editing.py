@@ -1,0 +1,494 @@
+"""Region-aware editing in W+: region specs, local style mixing, per-region interpolation, component-wise
+generation, region-restricted directions (and fitting them), a locality measure, and shared colourisation.
+
+Every tool names regions by class name. A region spec is "hair" (its shape and texture codes),
+"mouth:texture", "eyes:shape" or "base" (the shared base codes); a comma-separated string or a list
+combines several. W+ slots: 0..base_layers-1 are the base codes, base_layers+2k the shape code of
+class k and base_layers+2k+1 its texture code.
+"""
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce
+
+from ssgan.config import SSGConfig
+
+PARTS = ("shape", "texture")
+BASE = "base"
+
+# --- region specs ---------------------------------------------------------------------------------
+
+
+def _spec_items(spec):
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
+    if not items or any(not s for s in items):
+        raise ValueError(f"empty region in spec {spec!r}; use e.g. 'hair', 'mouth:texture', 'eyes:shape' or 'base'")
+    return items
+
+
+def region_slots(cfg: SSGConfig, spec):
+    """Sorted W+ indices that a region spec selects."""
+    slots = set()
+    for item in _spec_items(spec):
+        name, _, part = item.partition(":")
+        if name == BASE and BASE not in cfg.class_names:
+            if part:
+                raise ValueError(f"region {item!r}: the base codes have no shape/texture parts; write 'base'")
+            slots.update(range(cfg.base_layers))
+            continue
+        k = cfg.class_index(name)
+        if part and part not in PARTS:
+            raise ValueError(f"region {item!r}: part must be one of {', '.join(PARTS)}, got {part!r}")
+        first = cfg.base_layers + 2 * k
+        slots.update([first + PARTS.index(part)] if part else [first, first + 1])
+    return sorted(slots)
+
+
+def region_classes(cfg: SSGConfig, spec):
+    """Class indices named in a spec (the base codes belong to no class)."""
+    names = [item.partition(":")[0] for item in _spec_items(spec)]
+    return sorted({cfg.class_index(n) for n in names if not (n == BASE and BASE not in cfg.class_names)})
+
+
+def slot_mask(cfg: SSGConfig, spec, device=None):
+    """Boolean mask [2+2K] over W+ that is True on the slots a region spec selects."""
+    mask = torch.zeros(cfg.n_latent, dtype=torch.bool, device=device)
+    mask[region_slots(cfg, spec)] = True
+    return mask
+
+
+# --- latents --------------------------------------------------------------------------------------
+
+
+def as_w_plus(cfg: SSGConfig, w):
+    """W [B, D] or W+ [B, 2+2K, D] -> W+ [B, 2+2K, D]."""
+    N, D = cfg.n_latent, cfg.style_dim
+    if w.ndim == 2 and w.shape[1] == D:
+        return w[:, None, :].expand(-1, N, -1)
+    if w.ndim == 3 and w.shape[1:] == (N, D):
+        return w
+    raise ValueError(f"latent must be W [B, {D}] or W+ [B, {N}, {D}] for this model, got {tuple(w.shape)}")
+
+
+@torch.no_grad()
+def w_from_seeds(G, seeds, psi=1.0):
+    """W [len(seeds), D]: z ~ N(0, I) drawn from torch.Generator(seed) on the CPU, mapped, truncated by psi."""
+    D = G.cfg.style_dim
+    z = torch.stack([torch.randn(D, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    w = G.mapping(z.to(G.local.weight.device))
+    if psi != 1:
+        w_avg = G.mean_latent()
+        w = w_avg + psi * (w - w_avg)
+    return w
+
+
+def _pair(a, b):
+    if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
+        raise ValueError(f"batch sizes {a.shape[0]} and {b.shape[0]} do not pair up (equal, or one of them 1)")
+    B = max(a.shape[0], b.shape[0])
+    return a.expand(B, *a.shape[1:]), b.expand(B, *b.shape[1:])
+
+
+def swap_regions(cfg: SSGConfig, w_target, w_source, regions):
+    """Local style mixing: W+ of `w_target` with the chosen regions' codes taken from `w_source`.
+
+    Batched over pairs (equal batch sizes, or one side 1). Every other slot is the target's, bit for bit."""
+    target, source = _pair(as_w_plus(cfg, w_target), as_w_plus(cfg, w_source))
+    mask = slot_mask(cfg, regions, target.device)[:, None]  # [N, 1]
+    return torch.where(mask, source, target)
+
+
+def apply_direction(cfg: SSGConfig, w, direction, strength, regions):
+    """w + strength * direction on the chosen regions' slots only; the others stay bit-identical.
+
+    direction: [D] (the same step in every chosen slot) or a W+ direction [2+2K, D];
+    strength: a number, or [B] for one strength per sample."""
+    w = as_w_plus(cfg, w)
+    N, D = cfg.n_latent, cfg.style_dim
+    if direction.shape not in ((D,), (N, D)):
+        raise ValueError(f"direction must be [{D}] or [{N}, {D}], got {tuple(direction.shape)}")
+    strength = torch.as_tensor(strength, dtype=w.dtype, device=w.device).reshape(-1, 1, 1)  # [B|1, 1, 1]
+    if strength.shape[0] != w.shape[0] and 1 not in (strength.shape[0], w.shape[0]):
+        raise ValueError(f"{strength.shape[0]} strengths for a batch of {w.shape[0]} latents")
+    moved = w + strength * direction.to(w)
+    return torch.where(slot_mask(cfg, regions, w.device)[:, None], moved, w.expand_as(moved))
+
+
+# --- interpolation --------------------------------------------------------------------------------
+
+
+def lerp(a, b, t):
+    return a + (b - a) * t
+
+
+def slerp(a, b, t, eps=1e-6):
+    """Spherical interpolation along the last dim (norms too change along the arc); lerp where a ∥ b."""
+    cos = F.cosine_similarity(a, b, dim=-1, eps=eps).clamp(-1, 1)[..., None]
+    omega = torch.arccos(cos)
+    sin = torch.sin(omega)
+    safe = sin.abs() > eps
+    sin = torch.where(safe, sin, torch.ones_like(sin))
+    arc = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / sin
+    return torch.where(safe, arc, lerp(a, b, t))
+
+
+def catmull_rom(p0, p1, p2, p3, u):
+    """Uniform Catmull-Rom segment from p1 (u=0) to p2 (u=1)."""
+    u2, u3 = u * u, u * u * u
+    return 0.5 * (2 * p1 + (p2 - p0) * u + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u2 + (3 * p1 - p0 - 3 * p2 + p3) * u3)
+
+
+INTERPOLATIONS = ("linear", "spherical", "cubic")
+
+
+def key_path(keys, frames, method="cubic", closed=False):
+    """[frames, ...] points on a path through keys [M, ...], evenly spaced in the key parameter.
+
+    linear / spherical: piecewise between consecutive keys; cubic: Catmull-Rom through every key.
+    closed: the path returns to the first key (a loop; the last frame stops one step short of it)."""
+    if method not in INTERPOLATIONS:
+        raise ValueError(f"method must be one of {', '.join(INTERPOLATIONS)}, got {method!r}")
+    M = keys.shape[0]
+    if M < 2 or frames < 1:
+        raise ValueError(f"need at least 2 keys and 1 frame, got {M} keys and {frames} frames")
+    segments = M if closed else M - 1
+    s = torch.arange(frames, dtype=torch.float64) * segments / (frames if closed else max(frames - 1, 1))
+    seg = s.floor().long().clamp(max=segments - 1)
+    u = (s - seg).to(keys.dtype).to(keys.device).reshape(-1, *[1] * (keys.ndim - 1))  # [T, 1, ...]
+    index = lambda i: i % M if closed else i.clamp(0, M - 1)  # noqa: E731
+    p1, p2 = keys[index(seg)], keys[index(seg + 1)]
+    if method == "linear":
+        return lerp(p1, p2, u)
+    if method == "spherical":
+        return slerp(p1, p2, u)
+    return catmull_rom(keys[index(seg - 1)], p1, p2, keys[index(seg + 2)], u)
+
+
+def interpolate_regions(cfg: SSGConfig, w, keys, regions, frames, method="cubic", closed=False):
+    """W+ frames [T, 2+2K, D]: the chosen regions' slots follow a path through `keys`; the rest stay at `w`.
+
+    w: one latent (W [1, D] / [D] or W+ [1, 2+2K, D]); keys: [M, D] W or [M, 2+2K, D] W+ latents."""
+    w = as_w_plus(cfg, w[None] if w.ndim == 1 else w)
+    if w.shape[0] != 1:
+        raise ValueError(f"interpolate one latent at a time, got a batch of {w.shape[0]}")
+    path = key_path(as_w_plus(cfg, keys), frames, method, closed)  # [T, N, D]
+    return torch.where(slot_mask(cfg, regions, w.device)[:, None], path, w)
+
+
+# --- colourisation --------------------------------------------------------------------------------
+
+# A fixed palette for up to 20 classes: index 0 (the background) is black; the rest are well separated.
+PALETTE = np.array([
+    [0, 0, 0], [204, 120, 92], [76, 153, 230], [153, 102, 51], [230, 25, 75], [245, 200, 40],
+    [145, 30, 180], [60, 180, 75], [0, 200, 200], [250, 130, 200], [128, 128, 0], [255, 255, 255],
+    [0, 0, 160], [170, 255, 195], [128, 0, 0], [255, 215, 180], [90, 90, 90], [255, 128, 0],
+    [180, 180, 255], [0, 110, 80],
+], dtype=np.uint8)  # fmt: skip
+
+# Anchor colours of an inferno-like perceptual map (black -> purple -> orange -> pale yellow), evenly spaced.
+INFERNO = np.array([
+    [0, 0, 4], [22, 11, 57], [66, 10, 104], [106, 23, 110], [147, 38, 103], [188, 55, 84],
+    [221, 81, 58], [243, 120, 25], [252, 165, 10], [246, 215, 70], [252, 255, 164],
+], dtype=np.float64)  # fmt: skip
+
+
+def _numpy(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def seg_labels(seg):
+    """Segmentation logits [B, K, H, W] -> labels [B, H, W] (int64)."""
+    return _numpy(seg).argmax(1)
+
+
+def colorize_labels(labels):
+    """Class labels [..., H, W] -> RGB [..., H, W, 3] uint8 with the fixed palette."""
+    labels = _numpy(labels).astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= len(PALETTE)):
+        raise ValueError(f"labels must lie in 0..{len(PALETTE) - 1} for the fixed palette, got {labels.min()}..{labels.max()}")
+    return PALETTE[labels]
+
+
+def colorize_seg(seg):
+    """Segmentation logits [B, K, H, W] (K <= 20) -> RGB [B, H, W, 3] uint8 of the argmax class."""
+    if seg.shape[1] > len(PALETTE):
+        raise ValueError(f"the palette colours at most {len(PALETTE)} classes, the segmentation has {seg.shape[1]}")
+    return colorize_labels(seg_labels(seg))
+
+
+def inferno(x):
+    """Values in [0, 1] (clipped) [...] -> RGB [..., 3] uint8 on the inferno-like map."""
+    x = np.clip(_numpy(x).astype(np.float64), 0, 1) * (len(INFERNO) - 1)
+    lo = np.minimum(np.floor(x).astype(np.int64), len(INFERNO) - 2)
+    frac = (x - lo)[..., None]
+    return np.round(INFERNO[lo] * (1 - frac) + INFERNO[lo + 1] * frac).astype(np.uint8)
+
+
+def colorize_depth(depth):
+    """Pseudo-depth maps [B, H, W] -> RGB [B, H, W, 3] uint8, each map rescaled to its own [min, max]."""
+    d = _numpy(depth).astype(np.float64)
+    lo = d.min(axis=(-2, -1), keepdims=True)
+    span = d.max(axis=(-2, -1), keepdims=True) - lo
+    return inferno(np.where(span > 0, (d - lo) / np.where(span > 0, span, 1), 0))
+
+
+def to_uint8(image):
+    """Images [B, 3, H, W] in [-1, 1] -> RGB [B, H, W, 3] uint8."""
+    x = (_numpy(image).astype(np.float64) + 1) * 127.5
+    return rearrange(np.clip(np.round(x), 0, 255).astype(np.uint8), "b c h w -> b h w c")
+
+
+def resize_nearest(rgb, size):
+    """RGB [B, h, w, 3] -> [B, size, size, 3] by pixel repetition (h must divide size)."""
+    h = rgb.shape[1]
+    if size % h:
+        raise ValueError(f"cannot repeat {h} pixels up to {size}")
+    r = size // h
+    return rgb.repeat(r, axis=1).repeat(r, axis=2)
+
+
+def side_by_side(*panels):
+    """Panels [B, H, W, 3] (same H) -> [B, H, sum W, 3]."""
+    return np.concatenate(panels, axis=2)
+
+
+# --- rendering and files --------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def render(G, w, batch_size=8, noise_mode="const", composition_mask=None):
+    """G on W / W+ / expanded latents in chunks of batch_size; the GeneratorOutput fields concatenated."""
+    outs = []
+    for i in range(0, w.shape[0], batch_size):
+        cm = None if composition_mask is None else composition_mask[i : i + batch_size]
+        outs.append(G(w=w[i : i + batch_size], noise_mode=noise_mode, composition_mask=cm))
+    return type(outs[0])(*(torch.cat([getattr(o, f) for o in outs]) for f in outs[0].__dataclass_fields__))
+
+
+def image_and_seg(out):
+    """[B, S, 2S, 3] uint8: the image beside its colourised segmentation."""
+    return side_by_side(to_uint8(out.image), colorize_seg(out.seg))
+
+
+def save_png(rgb, path):
+    from PIL import Image
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(rgb)).save(path)
+
+
+def save_gif(frames, path, fps=20):
+    """frames [T, H, W, 3] uint8 -> an endlessly looping GIF."""
+    from PIL import Image
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+
+
+def mp4_available():
+    return shutil.which("ffmpeg") is not None
+
+
+def save_mp4(frames, path, fps=20):
+    """frames [T, H, W, 3] uint8 -> H.264 MP4 through an ffmpeg executable on PATH."""
+    if not mp4_available():
+        raise FileNotFoundError("MP4 needs an ffmpeg executable on PATH; write a GIF instead")
+    T, H, W, _ = frames.shape
+    cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}",
+           "-r", str(fps), "-i", "-", "-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", str(path)]  # fmt: skip
+    subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), check=True)
+
+
+# --- component-wise generation --------------------------------------------------------------------
+
+
+def component_order(cfg: SSGConfig, order=None):
+    """Foreground classes in the order they are added (default 1..K-1); the background always comes first."""
+    classes = list(range(1, cfg.num_classes)) if order is None else [cfg.class_index(c) for c in _spec_items(order)]
+    if 0 in classes:
+        raise ValueError(f"{cfg.class_names[0]!r} (the background) is always drawn first; list only other classes")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"a class is listed twice in the component order {order!r}")
+    return classes
+
+
+def component_masks(cfg: SSGConfig, order=None):
+    """Composition masks [1 + len(order), K]: the background alone, then one more class per step."""
+    classes = component_order(cfg, order)
+    masks = torch.zeros(len(classes) + 1, cfg.num_classes)
+    masks[:, 0] = 1
+    for step, k in enumerate(classes, start=1):
+        masks[step:, k] = 1
+    return masks
+
+
+@torch.no_grad()
+def render_components(G, w, order=None, noise_mode="const"):
+    """One latent rendered with a growing set of classes: (GeneratorOutput over steps, added class per step)."""
+    cfg = G.cfg
+    w = as_w_plus(cfg, w)
+    if w.shape[0] != 1:
+        raise ValueError(f"render components of one latent at a time, got a batch of {w.shape[0]}")
+    masks = component_masks(cfg, order).to(w)
+    out = render(G, w.expand(masks.shape[0], -1, -1), batch_size=masks.shape[0], noise_mode=noise_mode,
+                 composition_mask=masks)  # fmt: skip
+    return out, [0] + component_order(cfg, order)
+
+
+def components_sheet(out, added):
+    """[steps*S, 4S, 3] uint8; one row per step: image | seg | coarse seg | pseudo-depth of the class just added."""
+    S = out.image.shape[-1]
+    depth = out.depths[torch.arange(len(added)), torch.tensor(added)]  # [steps, G, G]
+    rows = side_by_side(
+        to_uint8(out.image), colorize_seg(out.seg), resize_nearest(colorize_seg(out.coarse_seg), S),
+        resize_nearest(colorize_depth(depth), S),
+    )  # fmt: skip
+    return rearrange(rows, "t h w c -> (t h) w c")
+
+
+# --- editing directions ---------------------------------------------------------------------------
+
+
+@dataclass
+class Direction:
+    normal: torch.Tensor  # unit normal of the separating hyperplane, shaped like one latent
+    bias: float  # decision value = <latent, normal> + bias
+    accuracy: float  # on the training latents
+
+
+FIT_METHODS = ("svm", "logistic")
+
+
+def fit_direction(latents, labels, method="svm", l2=1e-3, steps=100):
+    """InterFaceGAN-style direction: a linear classifier on latents [M, ...] and binary labels [M];
+    returns its unit normal (pointing to label 1). svm: L2-regularised squared hinge; logistic: L2 logistic
+    regression; both solved with L-BFGS in float64 on standardised features."""
+    if method not in FIT_METHODS:
+        raise ValueError(f"method must be one of {', '.join(FIT_METHODS)}, got {method!r}")
+    x = torch.as_tensor(latents).double()
+    latent_shape = x.shape[1:]
+    y = torch.as_tensor(labels).reshape(-1).double()
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{x.shape[0]} latents but {y.shape[0]} labels")
+    if not torch.all((y == 0) | (y == 1)):
+        raise ValueError("labels must be binary (0 or 1)")
+    if y.min() == y.max():
+        raise ValueError("labels must contain both classes (0 and 1)")
+    x = rearrange(x, "m ... -> m (...)")
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
+    xs = (x - mean) / std
+    sign = 2 * y - 1
+    v = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([v, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        margin = sign * (xs @ v + b)
+        data = F.relu(1 - margin).square() if method == "svm" else F.softplus(-margin)
+        loss = data.mean() + 0.5 * l2 * v.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        raw = v / std  # the same hyperplane on unstandardised latents
+        norm = raw.norm()
+        if norm == 0:
+            raise ValueError("the classifier found no direction (are the latents all equal?)")
+        bias = (b - mean @ raw) / norm
+        normal = raw / norm
+        accuracy = ((x @ normal + bias > 0).double() == y).double().mean().item()
+    return Direction(normal.reshape(latent_shape).float(), bias.item(), accuracy)
+
+
+# --- locality -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Locality:
+    inside: torch.Tensor  # [B] mean |Δpixel| inside the region (argmax seg of the original, dilated)
+    outside: torch.Tensor  # [B] mean |Δpixel| outside it
+    seg_iou_outside: torch.Tensor  # [B] mean IoU, over the other classes present, of the seg before/after
+
+    @property
+    def ratio(self):
+        return self.inside / self.outside.clamp_min(1e-12)
+
+    def report(self, region=""):
+        head = f"locality{' of ' + region if region else ''}:"
+        lines = [head, "  sample  |d| inside  |d| outside  ratio  seg IoU outside"]
+        for i, (a, b, r, iou) in enumerate(zip(self.inside, self.outside, self.ratio, self.seg_iou_outside)):
+            lines.append(f"  {i:6d}  {a:10.4f}  {b:11.4f}  {r:5.1f}  {iou:15.4f}")
+        return "\n".join(lines)
+
+
+def locality_of(before, after, region, dilate=0):
+    """Locality of an edit of class `region` (index) from the GeneratorOutputs before and after it."""
+    labels_before, labels_after = before.seg.argmax(1), after.seg.argmax(1)  # [B, S, S]
+    inside = (labels_before == region).float()[:, None]  # [B, 1, S, S]
+    if dilate > 0:
+        inside = F.max_pool2d(inside, 2 * dilate + 1, stride=1, padding=dilate)
+    change = reduce((after.image - before.image).abs(), "b c h w -> b 1 h w", "mean")
+    mean_over = lambda m: (change * m).sum((1, 2, 3)) / m.sum((1, 2, 3)).clamp_min(1)  # noqa: E731
+    K = before.seg.shape[1]
+    ious = []
+    for c in (c for c in range(K) if c != region):
+        a, b = labels_before == c, labels_after == c
+        union = (a | b).sum((1, 2)).double()
+        ious.append(torch.where(union > 0, (a & b).sum((1, 2)) / union.clamp_min(1), torch.nan))
+    iou = torch.stack(ious, 1).nanmean(1) if ious else torch.ones(labels_before.shape[0])
+    return Locality(mean_over(inside), mean_over(1 - inside), iou.float())
+
+
+@torch.no_grad()
+def locality(G, w_before, w_after, region, dilate=0, noise_mode="const"):
+    """Render both latents and measure how local the edit of `region` (a class name or index) is."""
+    k = G.cfg.class_index(region)
+    return locality_of(G(w=w_before, noise_mode=noise_mode), G(w=w_after, noise_mode=noise_mode), k, dilate)
+
+
+# --- latent files ---------------------------------------------------------------------------------
+
+LATENT_KEY = "w_plus"
+
+
+def save_latents(path, w):
+    """Write latents as .npy or .safetensors (under the key 'w_plus')."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = w.detach().float().cpu().contiguous()
+    if path.suffix == ".npy":
+        np.save(path, w.numpy())
+    elif path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({LATENT_KEY: w}, str(path))
+    else:
+        raise ValueError(f"{path}: latents are written as .npy or .safetensors")
+
+
+def load_latents(path, key=None):
+    """Read a latent tensor from .npy or .safetensors (the one tensor in the file, or `key`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no latent file {path}")
+    if path.suffix == ".npy":
+        return torch.from_numpy(np.load(path, allow_pickle=False)).float()
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        if key is None and len(tensors) == 1:
+            return next(iter(tensors.values())).float()
+        key = key or LATENT_KEY
+        if key not in tensors:
+            raise ValueError(f"{path}: no tensor {key!r}; the file holds {', '.join(sorted(tensors))}")
+        return tensors[key].float()
+    raise ValueError(f"{path}: latents are read from .npy or .safetensors files")

@@ -1,0 +1,267 @@
+"""`ssgan edit`, `ssgan interpolate`, `ssgan components`, `ssgan invert` and `ssgan fit-direction`."""
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssgan import editing as E
+
+SEEDS_HELP = "seeds like 0,3,10-12 (z ~ N(0, I) from torch.Generator(seed))"
+
+
+def parse_seeds(text):
+    seeds = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise ValueError(f"bad seed list {text!r}; write e.g. 0,3,10-12")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise ValueError(f"bad seed range {part.strip()!r}")
+        seeds += range(lo, hi + 1)
+    return seeds
+
+
+def _model(args):
+    import ssgan
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return ssgan.load_checkpoint(args.ckpt).g_ema.to(device).eval().requires_grad_(False)
+
+
+def _latents(G, seeds, latent_file, psi, what="--seeds or --latent"):
+    """W+ [B, 2+2K, D] from seeds or a latent file ([D], [B, D] W or [B, 2+2K, D] W+)."""
+    device = G.local.weight.device
+    if seeds is not None:
+        return E.as_w_plus(G.cfg, E.w_from_seeds(G, parse_seeds(seeds), psi))
+    if latent_file is None:
+        raise ValueError(f"give {what}")
+    w = E.load_latents(latent_file).to(device)
+    try:
+        return E.as_w_plus(G.cfg, w[None] if w.ndim == 1 else w)
+    except ValueError as e:
+        raise ValueError(f"{latent_file}: {e}") from None
+
+
+def _add_common(p, latents=True):
+    p.add_argument("--ckpt", required=True, help="checkpoint: ssgan .safetensors or an original SemanticStyleGAN .pt")
+    p.add_argument("--out", default=None, help="output folder (default out/<command>)")
+    p.add_argument("--noise-mode", default="const", choices=("const", "random", "none"))
+    if latents:
+        src = p.add_mutually_exclusive_group(required=True)
+        src.add_argument("--seeds", help=SEEDS_HELP)
+        src.add_argument("--latent", help="latent file (.npy or .safetensors): [D] or [B, D] W, or [B, 2+2K, D] W+")
+        p.add_argument("--psi", type=float, default=0.7, help="truncation for seeds (default 0.7)")
+
+
+def _out(args):
+    out = Path(args.out or Path("out") / args.command)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _safe(text):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+# --- ssgan edit -----------------------------------------------------------------------------------
+
+
+def run_edit(args):
+    G = _model(args)
+    cfg = G.cfg
+    E.region_slots(cfg, args.regions)  # a bad spec fails before any rendering
+    w = _latents(G, args.seeds, args.latent, args.psi)
+    mixing = args.source_seeds is not None or args.source_latent is not None
+    if mixing == (args.direction is not None):
+        raise ValueError("choose one edit: --source-seeds/--source-latent (region swap) or --direction")
+    if mixing:
+        source = _latents(G, args.source_seeds, args.source_latent, args.psi)
+        edited = E.swap_regions(cfg, w, source, args.regions)
+        w = w.expand_as(edited)
+    else:
+        edited = E.apply_direction(cfg, w, E.load_latents(args.direction).to(w), args.strength, args.regions)
+    out = _out(args)
+    before = E.render(G, w, noise_mode=args.noise_mode)
+    after = E.render(G, edited, noise_mode=args.noise_mode)
+    sheets = E.side_by_side(E.image_and_seg(before), E.image_and_seg(after))
+    for i, sheet in enumerate(sheets):
+        E.save_png(sheet, out / f"edit_{i:03d}.png")
+    E.save_latents(out / "edited_latents.npy", edited)
+    classes = E.region_classes(cfg, args.regions)
+    for k in classes:
+        print(E.locality_of(before, after, k, args.dilate).report(cfg.class_names[k]))
+    if not classes:
+        print("locality: the base codes belong to no region; no locality report")
+    print(f"wrote {len(sheets)} edits (original | edited, image and seg) and edited_latents.npy to {out}")
+
+
+# --- ssgan interpolate ----------------------------------------------------------------------------
+
+
+def run_interpolate(args):
+    G = _model(args)
+    cfg = G.cfg
+    E.region_slots(cfg, args.regions)
+    w = _latents(G, args.seeds, args.latent, args.psi)
+    if args.key_latent is not None:
+        keys = _latents(G, None, args.key_latent, args.psi)
+    else:
+        keys = E.as_w_plus(cfg, E.w_from_seeds(G, range(args.key_seed, args.key_seed + args.keys), args.psi))
+    if args.mp4 and not E.mp4_available():
+        raise FileNotFoundError("--mp4 needs an ffmpeg executable on PATH")
+    out = _out(args)
+    for i in range(w.shape[0]):
+        # A loop that starts and ends at the latent itself, passing through the keys in the chosen slots.
+        path_keys = torch.cat([w[i : i + 1], keys])
+        frames = E.interpolate_regions(cfg, w[i : i + 1], path_keys, args.regions, args.frames, args.method, True)
+        strip = E.image_and_seg(E.render(G, frames, noise_mode=args.noise_mode))
+        name = out / f"interp_{i:03d}_{_safe(args.regions)}"
+        E.save_gif(strip, name.with_suffix(".gif"), args.fps)
+        if args.mp4:
+            E.save_mp4(strip, name.with_suffix(".mp4"), args.fps)
+        print(f"wrote {name}.gif ({args.frames} frames{', and .mp4' if args.mp4 else ''})")
+
+
+# --- ssgan components -----------------------------------------------------------------------------
+
+
+def run_components(args):
+    G = _model(args)
+    order = args.order
+    E.component_order(G.cfg, order)
+    w = _latents(G, args.seeds, args.latent, args.psi)
+    out = _out(args)
+    for i in range(w.shape[0]):
+        result, added = E.render_components(G, w[i : i + 1], order, args.noise_mode)
+        E.save_png(E.components_sheet(result, added), out / f"components_{i:03d}.png")
+    names = " + ".join(G.cfg.class_names[k] for k in added)
+    print(f"wrote {w.shape[0]} sheets (rows: {names}; columns: image | seg | coarse seg | depth) to {out}")
+
+
+# --- ssgan invert ---------------------------------------------------------------------------------
+
+
+def run_invert(args):
+    from ssgan import inversion as I
+
+    G = _model(args)
+    cfg = G.cfg
+    paths = I.list_images(args.images)
+    perceptual = None
+    if args.perceptual:
+        perceptual = I.FeatureLoss.from_file(args.perceptual, device=G.local.weight.device)
+    loss = I.ReconstructionLoss(perceptual, args.pixel_weight)
+    out = _out(args)
+    suffix = "." + args.latent_format
+    for start in range(0, len(paths), args.batch):
+        batch = paths[start : start + args.batch]
+        images = I.load_images(batch, cfg.size, resize=not args.no_resize)
+        log = lambda step, value: (step + 1) % 50 == 0 and print(f"  step {step + 1}: loss {value:.4f}")  # noqa: E731
+        print(f"inverting {', '.join(p.name for p in batch)}")
+        result = I.invert(G, images, args.mode, args.steps, args.lr, loss, args.w_reg, args.noise_mode,
+                          finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr, callback=log)  # fmt: skip
+        plain = E.render(G, result.w_plus, noise_mode=args.noise_mode) if result.generator is not None else result
+        recon, labels = E.to_uint8(plain.image), E.seg_labels(plain.seg)
+        for j, path in enumerate(batch):
+            E.save_png(recon[j], out / "recon" / f"{path.stem}.png")
+            E.save_latents(out / "latents" / f"{path.stem}{suffix}", result.w_plus[j : j + 1])
+            E.save_png(E.colorize_labels(labels[j]), out / "masks" / f"{path.stem}.png")
+            I.save_labels(labels[j], out / "masks" / f"{path.stem}_labels.png")
+            if result.generator is not None:
+                E.save_png(E.to_uint8(result.image[j : j + 1])[0], out / "recon_finetune" / f"{path.stem}.png")
+        if result.generator is not None and args.save_tuned:
+            import ssgan
+
+            ssgan.save_checkpoint(out / "tuned" / f"{batch[0].stem}.safetensors", cfg, result.generator)
+        print(f"  loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")
+    print(f"wrote recon/, latents/ and masks/ for {len(paths)} images to {out}")
+
+
+# --- ssgan fit-direction --------------------------------------------------------------------------
+
+
+def load_labels(path):
+    """Binary labels from .npy or a text file of 0/1 values (whitespace or comma separated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no label file {path}")
+    if path.suffix == ".npy":
+        return torch.from_numpy(np.load(path, allow_pickle=False)).reshape(-1)
+    try:
+        return torch.tensor([float(v) for v in re.split(r"[\s,]+", path.read_text().strip())])
+    except ValueError:
+        raise ValueError(f"{path}: labels must be numbers 0 or 1") from None
+
+
+def run_fit_direction(args):
+    latents = E.load_latents(args.latents, args.key)
+    if latents.ndim not in (2, 3):
+        raise ValueError(f"{args.latents}: latents must be [M, D] or [M, 2+2K, D], got {tuple(latents.shape)}")
+    direction = E.fit_direction(latents, load_labels(args.labels), args.method)
+    E.save_latents(args.out, direction.normal)
+    print(f"{args.method} direction {tuple(direction.normal.shape)} -> {args.out}; "
+          f"training accuracy {direction.accuracy:.3f}, bias {direction.bias:.4f}")  # fmt: skip
+
+
+# --- registration ---------------------------------------------------------------------------------
+
+
+def register(sub):
+    region_help = "regions by class name: 'hair', 'mouth:texture', 'eyes:shape', 'base'; comma-separated"
+
+    p = sub.add_parser("edit", help="region swap (local style mixing) or a region-restricted direction; "
+                       "prints a locality report")  # fmt: skip
+    _add_common(p)
+    p.add_argument("--regions", required=True, help=region_help)
+    p.add_argument("--source-seeds", help="swap the regions in from these seeds (paired with --seeds/--latent)")
+    p.add_argument("--source-latent", help="swap the regions in from this latent file")
+    p.add_argument("--direction", help="direction file (.npy/.safetensors), [D] or [2+2K, D]")
+    p.add_argument("--strength", type=float, default=3.0, help="step along --direction (default 3)")
+    p.add_argument("--dilate", type=int, default=0, help="grow the region by this many pixels for the locality report")
+    p.set_defaults(run=run_edit)
+
+    p = sub.add_parser("interpolate", help="animate the chosen regions along a path through key latents (GIF)")
+    _add_common(p)
+    p.add_argument("--regions", required=True, help=region_help)
+    p.add_argument("--keys", type=int, default=4, help="random key latents (default 4)")
+    p.add_argument("--key-seed", type=int, default=1000, help="seed of the first random key (default 1000)")
+    p.add_argument("--key-latent", help="key latents from a file instead of random ones")
+    p.add_argument("--method", default="cubic", choices=E.INTERPOLATIONS)
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--fps", type=int, default=20)
+    p.add_argument("--mp4", action="store_true", help="also write an MP4 (needs ffmpeg on PATH)")
+    p.set_defaults(run=run_interpolate)
+
+    p = sub.add_parser("components", help="render with a growing set of classes, with pseudo-depth maps")
+    _add_common(p)
+    p.add_argument("--order", help="foreground classes in the order they are added (default all)")
+    p.set_defaults(run=run_components)
+
+    p = sub.add_parser("invert", help="invert a folder of aligned face images into W+ (or W)")
+    _add_common(p, latents=False)
+    p.add_argument("--images", required=True, help="folder of aligned, square images")
+    p.add_argument("--mode", default="w+", choices=("w+", "w"))
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--w-reg", type=float, default=1.0, help="weight of mean((w - w_avg)^2)")
+    p.add_argument("--pixel-weight", type=float, default=None, help="MSE weight (default 1, or 0.1 with --perceptual)")
+    p.add_argument("--perceptual", help="TorchScript feature network file for a perceptual loss (pixels only without)")
+    p.add_argument("--finetune-steps", type=int, default=0, help="pivotal tuning steps on all G weights")
+    p.add_argument("--finetune-lr", type=float, default=1e-4)
+    p.add_argument("--save-tuned", action="store_true", help="save each tuned generator under tuned/")
+    p.add_argument("--batch", type=int, default=1, help="images inverted (and tuned) together")
+    p.add_argument("--latent-format", default="npy", choices=("npy", "safetensors"))
+    p.add_argument("--no-resize", action="store_true", help="refuse images that are not already the model size")
+    p.set_defaults(run=run_invert)
+
+    p = sub.add_parser("fit-direction", help="fit an InterFaceGAN-style direction from latents and binary labels",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p.add_argument("--latents", required=True, help="latents [M, D] or [M, 2+2K, D] (.npy or .safetensors)")
+    p.add_argument("--key", help="tensor name in a .safetensors latent file")
+    p.add_argument("--labels", required=True, help="binary labels: .npy or a text file of 0/1")
+    p.add_argument("--method", default="svm", choices=E.FIT_METHODS)
+    p.add_argument("--out", required=True, help="direction file to write (.npy or .safetensors)")
+    p.set_defaults(run=run_fit_direction)
