@@ -413,7 +413,7 @@ def fit_direction(latents, labels, method="svm", l2=1e-3, steps=100):
 
 @dataclass
 class Locality:
-    inside: torch.Tensor  # [B] mean |Δpixel| inside the region (argmax seg of the original, dilated)
+    inside: torch.Tensor  # [B] mean |Δpixel| inside the region (argmax seg of the original, dilated); NaN if absent
     outside: torch.Tensor  # [B] mean |Δpixel| outside it
     seg_iou_outside: torch.Tensor  # [B] mean IoU, over the other classes present, of the seg before/after
 
@@ -436,7 +436,8 @@ def locality_of(before, after, region, dilate=0):
     if dilate > 0:
         inside = F.max_pool2d(inside, 2 * dilate + 1, stride=1, padding=dilate)
     change = reduce((after.image - before.image).abs(), "b c h w -> b 1 h w", "mean")
-    mean_over = lambda m: (change * m).sum((1, 2, 3)) / m.sum((1, 2, 3)).clamp_min(1)  # noqa: E731
+    # NaN where the region (or everything else) is empty: no pixels to measure.
+    mean_over = lambda m: (change * m).sum((1, 2, 3)) / m.sum((1, 2, 3)).where(m.sum((1, 2, 3)) > 0, torch.nan)  # noqa: E731
     K = before.seg.shape[1]
     ious = []
     for c in (c for c in range(K) if c != region):
