@@ -1,5 +1,6 @@
 """Training data: the builtin faces, SegmentationDataset, folders, CelebAMask-HQ preparation, the hub, open_dataset."""
 import io
+import pickle
 import shutil
 
 import datasets
@@ -169,12 +170,12 @@ def test_palette_masks_keep_their_indices():
 
 def test_bad_rows_raise_errors_naming_the_row_and_file():
     rng = np.random.default_rng(0)
-    good_image, good_mask = random_image(rng, 6, 6), np.ones((6, 6), np.uint8)
+    good_image, good_mask, short_mask = random_image(rng, 6, 6), np.ones((6, 6), np.uint8), np.ones((5, 6), np.uint8)
     cases = [
         ([good_image, b"not an image"], [good_mask, good_mask], r"row 1 image \(face1.png\): cannot read"),
         ([good_image, good_image], [good_mask, b"\x89PNG broken"], r"row 1 mask \(face1.mask.png\): cannot read"),
         ([good_image, good_image], [good_mask, good_mask * 3], r"row 1 mask \(face1.mask.png\): label value 3"),
-        ([good_image, good_image], [good_mask, np.ones((5, 6), np.uint8)], r"row 1 mask \(face1.mask.png\): mask is 6x5"),
+        ([good_image, good_image], [good_mask, short_mask], r"row 1 mask \(face1.mask.png\): mask is 6x5 but"),
         ([good_image, good_image], [good_mask, None], "row 1 mask: missing"),
     ]  # fmt: skip
     for images, masks, message in cases:
@@ -208,6 +209,8 @@ def test_label_map_remaps_raw_values():
     table = np.zeros(31, np.int64)
     table[[10, 20, 30]] = [2, 0, 1]
     assert np.array_equal(labels_of(SegmentationDataset(dataset, 2, 3, label_map=table)[0]).numpy(), [[2, 0], [1, 2]])
+    mapped = pickle.loads(pickle.dumps(SegmentationDataset(dataset, 2, 3, label_map={10: 0, 20: 1, 30: 2})))  # workers
+    assert torch.equal(mapped[0]["mask"], by_dict["mask"])
     with pytest.raises(DataError, match="no entry in label_map"):
         SegmentationDataset(dataset, 2, 3, label_map=[0, 1, 2])[0]
     with pytest.raises(DataError, match="label value 30 is outside 0..2"):

@@ -123,7 +123,8 @@ def draw_faces(rng, batch, size):
     hx, hy = uniform(-0.03, 0.03), -ry * uniform(0.12, 0.30)
     hrx, hry = rx * uniform(1.15, 1.40), ry * uniform(1.05, 1.30)
     hair = ellipse(hx, hy, hrx, hry)
-    long_hair = (uniform(0, 1) < 0.5) & (y > hy) & (y < ry * uniform(0.6, 1.4)) & (np.abs(x - hx) < hrx * uniform(0.85, 1.0))
+    long_hair = (uniform(0, 1) < 0.5) & (y > hy) & (y < ry * uniform(0.6, 1.4))
+    long_hair &= np.abs(x - hx) < hrx * uniform(0.85, 1.0)
     paint(hair | long_hair, HAIR)
     paint((np.abs(x) < rx * uniform(0.40, 0.60)) & (y > ry * 0.5), NECK)
     face = ellipse(0, 0, rx, ry)
@@ -137,7 +138,8 @@ def draw_faces(rng, batch, size):
     brow_y = eye_y - ry * uniform(0.14, 0.22)
     brx, bry, brow_angle = erx * uniform(1.1, 1.5), ry * uniform(0.03, 0.06), uniform(0.0, 0.3)
     paint(ellipse(-eye_dx, brow_y, brx, bry, brow_angle) | ellipse(eye_dx, brow_y, brx, bry, -brow_angle), BROWS)
-    paint(ellipse(rx * uniform(-0.03, 0.03), ry * uniform(0.38, 0.55), rx * uniform(0.25, 0.45), ry * uniform(0.05, 0.12)), MOUTH)
+    mouth_x, mouth_y = rx * uniform(-0.03, 0.03), ry * uniform(0.38, 0.55)
+    paint(ellipse(mouth_x, mouth_y, rx * uniform(0.25, 0.45), ry * uniform(0.05, 0.12)), MOUTH)
 
     # Colours: per image and class a base colour inside the class's band and a texture (pixel noise, stripes or a
     # linear gradient) that scales the value; each pixel looks up the parameters of its class.
@@ -195,7 +197,8 @@ def segment_builtin(images):
 def agreement_score(images, seg_logits):
     """Pixel accuracy between argmax(seg_logits) [B,K,H,W] and segment_builtin(images) [B,3,H,W]; chance is ~1/K."""
     if seg_logits.ndim != 4 or seg_logits.shape[1] != len(BUILTIN_CLASSES):
-        raise ValueError(f"agreement_score: expected seg_logits [B,{len(BUILTIN_CLASSES)},H,W], got {tuple(seg_logits.shape)}")
+        raise ValueError(f"agreement_score: expected seg_logits [B,{len(BUILTIN_CLASSES)},H,W], "
+                         f"got {tuple(seg_logits.shape)}")  # fmt: skip
     if seg_logits.shape[0] != images.shape[0] or seg_logits.shape[2:] != images.shape[2:]:
         raise ValueError(f"agreement_score: images {tuple(images.shape)} and seg_logits {tuple(seg_logits.shape)} "
                          "differ in batch or spatial size")  # fmt: skip

@@ -64,7 +64,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
                                 + ("" if image_only else " (image_only=True reads images without masks)"))  # fmt: skip
         self.size, self.num_classes, self.image_only, self.hflip = int(size), int(num_classes), image_only, hflip
         self.image_column, self.mask_column = image_column, mask_column
-        self._label_map = _label_map_function(label_map)
+        self._label_map = LabelMap(label_map)
         self._data = _undecoded(hf_dataset.select_columns(columns))
         self._rows = list(range(len(self._data)))
         self.skipped, self.skip_reasons = 0, []
@@ -104,11 +104,13 @@ class SegmentationDataset(torch.utils.data.Dataset):
         mask = _open(record[self.mask_column], row, "mask")
         where = _where(record[self.mask_column], row, "mask")
         if mask.size != image.size:
-            raise DataError(f"{where}: mask is {mask.size[0]}x{mask.size[1]} but its image is {image.size[0]}x{image.size[1]}")
+            (mask_w, mask_h), (image_w, image_h) = mask.size, image.size
+            raise DataError(f"{where}: mask is {mask_w}x{mask_h} but its image is {image_w}x{image_h}")
         labels = self._label_map(_label_array(mask, where), where)
         if labels.min() < 0 or labels.max() >= self.num_classes:
             bad = labels.max() if labels.max() >= self.num_classes else labels.min()
-            raise DataError(f"{where}: label value {bad} is outside 0..{self.num_classes - 1} (num_classes={self.num_classes})")
+            raise DataError(f"{where}: label value {bad} is outside 0..{self.num_classes - 1} "
+                            f"(num_classes={self.num_classes})")  # fmt: skip
         return image, labels
 
 
@@ -159,35 +161,39 @@ def _label_array(mask, where):
         rgb = np.asarray(mask)[..., :3]
         if (rgb == rgb[..., :1]).all():
             return rgb[..., 0].astype(np.int64)
-        raise DataError(f"{where}: mask is a colour image (mode {mask.mode}); need a single-channel label map (mode L or P)")
+        raise DataError(f"{where}: mask is a colour image (mode {mask.mode}); "
+                        "need a single-channel label map (mode L or P)")  # fmt: skip
     raise DataError(f"{where}: unsupported mask mode {mask.mode}; need a single-channel label map (mode L or P)")
 
 
-def _label_map_function(label_map):
-    """labels [H,W] -> remapped labels, for label_map None, a dict {raw: label}, or a table (sequence) by raw value."""
-    if label_map is None:
-        return lambda labels, where: labels
-    if isinstance(label_map, Mapping):
-        pairs = [(int(raw), int(label)) for raw, label in label_map.items()]
+class LabelMap:
+    """Remaps raw label values [H,W]: a dict {raw: label} (values not in it stay) or a table indexed by raw value.
 
-        def remap(labels, where):
+    A class rather than a closure so that the dataset pickles into DataLoader workers under any start method.
+    """
+
+    def __init__(self, label_map):
+        self.pairs = self.table = None
+        if isinstance(label_map, Mapping):
+            self.pairs = [(int(raw), int(label)) for raw, label in label_map.items()]
+        elif label_map is not None:
+            self.table = np.asarray(label_map, dtype=np.int64)
+            if self.table.ndim != 1:
+                raise ValueError(f"label_map must be a dict or a 1-D table, got an array of shape {self.table.shape}")
+
+    def __call__(self, labels, where):
+        if self.pairs is not None:
             out = labels.copy()
-            for raw, label in pairs:
+            for raw, label in self.pairs:
                 out[labels == raw] = label
             return out
-
-        return remap
-    table = np.asarray(label_map, dtype=np.int64)
-    if table.ndim != 1:
-        raise ValueError(f"label_map must be a dict or a 1-D table, got an array of shape {table.shape}")
-
-    def lookup(labels, where):
-        if labels.max() >= len(table) or labels.min() < 0:
-            bad = labels.max() if labels.max() >= len(table) else labels.min()
-            raise DataError(f"{where}: raw label value {bad} has no entry in label_map (a table of {len(table)} entries)")
-        return table[labels]
-
-    return lookup
+        if self.table is not None:
+            if labels.max() >= len(self.table) or labels.min() < 0:
+                bad = labels.max() if labels.max() >= len(self.table) else labels.min()
+                raise DataError(f"{where}: raw label value {bad} has no entry in label_map "
+                                f"(a table of {len(self.table)} entries)")  # fmt: skip
+            return self.table[labels]
+        return labels
 
 
 def fit_image(image, size, resample):

@@ -6,7 +6,7 @@ def register(sub):
     prepare = sub.add_parser("prepare", help="prepare a training dataset (a save_to_disk folder)")
     kinds = prepare.add_subparsers(dest="dataset", required=True, metavar="DATASET")
 
-    celeba = kinds.add_parser("celebamask-hq", help="raw CelebAMask-HQ -> train/validation DatasetDict with 13-class masks")
+    celeba = kinds.add_parser("celebamask-hq", help="raw CelebAMask-HQ -> train/validation DatasetDict, 13 classes")
     celeba.add_argument("raw_dir", metavar="RAW_DIR", help="folder with CelebA-HQ-img/ and CelebAMask-HQ-mask-anno/")
     celeba.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
     celeba.add_argument("--size", type=int, default=512, help="output resolution (default 512)")
@@ -25,7 +25,8 @@ def run_celebamask(args):
     from ssgan.train.data import prepare_celebamask_hq
 
     counts = prepare_celebamask_hq(args.raw_dir, args.out, size=args.size, num_proc=args.num_proc)
-    print(f"wrote {counts['train']} train and {counts['val']} validation images at {args.size}x{args.size} to {args.out}")
+    size = f"{args.size}x{args.size}"
+    print(f"wrote {counts['train']} train and {counts['val']} validation images at {size} to {args.out}")
     return 0
 
 
