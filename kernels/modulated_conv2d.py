@@ -6,17 +6,35 @@
 
 Styles of shape [I] are shared by the batch (SemanticStyleGAN's render net), so the op is one plain
 convolution; styles of shape [B, I] give StyleGAN2's per-sample form.
+
+The Triton path never builds per-sample weights. It computes
+
+    y[n, o] = out_scale[n, o] * conv(x[n] * in_scale[n, :, None, None], W)[o]
+
+with in_scale = s / sqrt(I kh kw) folded into the loads of x and out_scale = the demodulation
+coefficients applied in the epilogue (with noise * strength + bias + leaky ReLU * sqrt(2) for
+`styled_conv2d`). For up=2 the transposed conv and the blur are merged into one 6x6 filter on the
+zero-upsampled input, whose four output phases (y[2m+py, 2n+px]) are four 3x3 "same" convolutions of
+x: the kernel runs them as one convolution with 4*O output channels and writes each phase in place.
 """
 import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
-from ._dispatch import resolve_impl
-from .bias_act import bias_act_reference
+from ._dispatch import interpreting, new_output, resolve_impl
+from .bias_act import SQRT2, bias_act_reference
 from .upfirdn2d import make_kernel, upfirdn2d_reference
 
+try:
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+
 BLUR_TAPS = (1, 3, 3, 1)
+LRELU_SLOPE = 0.2
 
 
 def modulated_conv2d_reference(x, weight, styles, demodulate=True, up=1):
@@ -67,16 +85,370 @@ def styled_conv2d_reference(x, weight, styles, bias, noise=None, noise_strength=
 def modulated_conv2d(x, weight, styles, demodulate=True, up=1, impl="auto"):
     """Modulated (and demodulated) convolution; see `modulated_conv2d_reference`."""
     if resolve_impl(impl, x, weight, styles) == "triton":
-        from ._modulated_conv2d_triton import modulated_conv2d_triton
-
-        return modulated_conv2d_triton(x, weight, styles, demodulate, up)
+        return _modulated_conv2d_triton(x, weight, styles, demodulate, up)
     return modulated_conv2d_reference(x, weight, styles, demodulate, up)
 
 
 def styled_conv2d(x, weight, styles, bias, noise=None, noise_strength=None, demodulate=True, up=1, impl="auto"):
     """Modulated conv with the noise + bias + leaky-ReLU epilogue fused; see `styled_conv2d_reference`."""
     if resolve_impl(impl, x, weight, styles) == "triton":
-        from ._modulated_conv2d_triton import styled_conv2d_triton
-
-        return styled_conv2d_triton(x, weight, styles, bias, noise, noise_strength, demodulate, up)
+        return _modulated_conv2d_triton(x, weight, styles, demodulate, up, bias, noise, noise_strength)
     return styled_conv2d_reference(x, weight, styles, bias, noise, noise_strength, demodulate, up)
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton path: the op as a convolution with input and output scales, and its reference.
+
+
+def phase_weight(weight, up):
+    """[O, I, k, k] -> [O*up*up, I, k, k]: up=2 merges the stride-2 transposed conv and the x4 blur.
+
+    The merged filter E = W (*) blur is 6x6 on the zero-upsampled input; output phase (py, px) sees the
+    taps E[4+py-2t, 4+px-2u], t, u in 0..2, which is a 3x3 "same" convolution of x.
+    """
+    if up == 1:
+        return weight
+    out_ch, in_ch = weight.shape[:2]
+    blur = make_kernel(BLUR_TAPS, gain=4).to(weight)  # [4, 4], symmetric
+    merged = F.conv2d(F.pad(weight.reshape(out_ch * in_ch, 1, 3, 3), [3, 3, 3, 3]), blur[None, None])  # [OI, 1, 6, 6]
+    taps = merged.flip(-2, -1).reshape(out_ch, in_ch, 3, 2, 3, 2).flip(3, 5)  # E[4+p-2t] = flipped[2t+1-p]
+    return rearrange(taps, "o i t py u px -> (o py px) i t u")
+
+
+def scaled_conv2d_reference(x, weight, in_scale, out_scale, up=1, bias=None, noise=None, noise_strength=None):
+    """What the Triton kernel computes, in PyTorch (used to differentiate the backward).
+
+    x: [N, I, H, W]; weight: [O*up*up, I, k, k] from `phase_weight`; in_scale: [N, I];
+    out_scale: [N, O] or None. With a bias, the noise + bias + leaky ReLU epilogue follows.
+    """
+    z = F.conv2d(x * in_scale[:, :, None, None].to(x.dtype), weight, padding=weight.shape[-1] // 2)
+    y = rearrange(z, "n (o py px) h w -> n o (h py) (w px)", py=up, px=up)
+    if out_scale is not None:
+        y = y * out_scale[:, :, None, None].to(y.dtype)
+    if bias is None:
+        return y
+    if noise is not None:
+        y = y + noise_strength * noise
+    return bias_act_reference(y, bias)
+
+
+def _check_triton_args(x, weight, up, bias, noise, noise_strength):
+    out_ch, in_ch, kh, kw = weight.shape
+    if x.dtype != weight.dtype:
+        raise ValueError(f"x ({x.dtype}) and weight ({weight.dtype}) must have the same dtype")
+    if kh != kw or kh % 2 == 0:
+        raise ValueError(f"the Triton modulated conv needs a square odd kernel, got {kh}x{kw}")
+    if up == 2 and kh != 3:
+        raise ValueError(f"the Triton modulated conv supports up=2 only with 3x3 kernels, got {kh}x{kw}")
+    if bias is not None and tuple(bias.shape) != (out_ch,):
+        raise ValueError(f"bias of shape {tuple(bias.shape)} does not fit {out_ch} output channels")
+    if noise is not None:
+        n, _, h, w = x.shape
+        if noise_strength is None:
+            raise ValueError("noise was given without noise_strength")
+        if noise.ndim != 4 or noise.shape[0] not in (1, n) or tuple(noise.shape[1:]) != (1, h * up, w * up):
+            raise ValueError(f"noise of shape {tuple(noise.shape)} must be [{n} or 1, 1, {h * up}, {w * up}]")
+
+
+def _modulated_conv2d_triton(x, weight, styles, demodulate, up, bias=None, noise=None, noise_strength=None):
+    if up not in (1, 2):
+        raise ValueError(f"up must be 1 or 2, got {up}")
+    in_ch = weight.shape[1]
+    if x.ndim != 4 or x.shape[1] != in_ch:
+        raise ValueError(f"x of shape {tuple(x.shape)} does not fit a weight with {in_ch} input channels")
+    if styles.ndim not in (1, 2) or styles.shape[-1] != in_ch or (styles.ndim == 2 and styles.shape[0] != x.shape[0]):
+        raise ValueError(f"styles of shape {tuple(styles.shape)} do not fit x {tuple(x.shape)} and weight {tuple(weight.shape)}")
+    _check_triton_args(x, weight, up, bias, noise, noise_strength)
+    if triton is None:
+        raise RuntimeError("impl='triton' was requested but triton is not installed")
+    # Scales in float32 (float64 for float64 inputs) whatever the input precision.
+    scale_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    in_scale = styles.to(scale_dtype) / math.sqrt(weight[0].numel())  # [I] or [N, I]
+    out_scale = None
+    if demodulate:
+        energy = weight.to(scale_dtype).square().sum([2, 3])  # [O, I]
+        out_scale = torch.rsqrt(in_scale.square() @ energy.t() + 1e-8)  # [O] or [N, O]
+        out_scale = out_scale.expand(x.shape[0], -1)
+    in_scale = in_scale.expand(x.shape[0], -1)
+    if noise is not None:
+        noise_strength = torch.as_tensor(noise_strength, device=x.device, dtype=x.dtype)
+    return _ScaledConv2d.apply(x, phase_weight(weight, up), in_scale, out_scale, up, bias, noise, noise_strength)
+
+
+class _ScaledConv2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, in_scale, out_scale, up, bias, noise, noise_strength):
+        # z (before the output scale and epilogue) is what the backward needs; without either, z is y.
+        keep_z = any(ctx.needs_input_grad) and (out_scale is not None or bias is not None)
+        y, z = _conv_forward(x, weight, in_scale, out_scale, up, bias, noise, noise_strength, store_z=keep_z)
+        ctx.up = up
+        ctx.save_for_backward(x, weight, in_scale, out_scale, bias, noise, noise_strength, z if keep_z else y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, in_scale, out_scale, bias, noise, noise_strength, z = ctx.saved_tensors
+        up = ctx.up
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled():
+            # create_graph=True (path length, R1): differentiate the reference so that this is differentiable too.
+            inputs = (x, weight, in_scale, out_scale, None, bias, noise, noise_strength)
+            wanted = [t for t, need in zip(inputs, needs) if need]
+            with torch.enable_grad():
+                y = scaled_conv2d_reference(x, weight, in_scale, out_scale, up, bias, noise, noise_strength)
+                grads = iter(torch.autograd.grad(y, wanted, grad, create_graph=True, allow_unused=True))
+            return tuple(next(grads) if need else None for need in needs)
+
+        grad = grad.contiguous()
+        grad_bias = grad_noise = grad_strength = grad_out_scale = None
+        if bias is not None:  # undo the epilogue: d/dpre of lrelu(pre) * sqrt(2)
+            pre = z * out_scale[:, :, None, None] if out_scale is not None else z
+            if noise is not None:
+                pre = pre + noise_strength * noise
+            pre = pre + bias[:, None, None]
+            grad = grad * torch.where(pre > 0, SQRT2, LRELU_SLOPE * SQRT2).to(grad.dtype)
+            grad_bias = grad.sum([0, 2, 3]) if needs[5] else None
+            if noise is not None and needs[6]:
+                grad_noise = (grad * noise_strength).sum(1, keepdim=True)
+                grad_noise = grad_noise.sum(0, keepdim=True) if noise.shape[0] == 1 else grad_noise
+            if noise is not None and needs[7]:
+                grad_strength = (grad * noise).sum().reshape(noise_strength.shape)
+        if out_scale is not None and needs[3]:
+            grad_out_scale = (grad.to(out_scale.dtype) * z).sum([2, 3])  # [N, O]
+        grad_x = grad_weight = grad_in_scale = None
+        if needs[0] or needs[2]:
+            # The adjoint conv: flipped, transposed weight; the output scale folds into the grad's load.
+            u = _conv_input_grad(grad, weight, out_scale, up, x.shape)  # [N, I, H, W]
+            grad_x = (u * in_scale[:, :, None, None]).to(x.dtype) if needs[0] else None
+            grad_in_scale = (u.to(in_scale.dtype) * x).sum([2, 3]) if needs[2] else None
+        if needs[1]:
+            grad_weight = _conv_weight_grad(grad, out_scale, x, in_scale, weight.shape, up)
+        return grad_x, grad_weight, grad_in_scale, grad_out_scale, None, grad_bias, grad_noise, grad_strength
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers.
+
+
+def _dot_precision(dtype):
+    allow = torch.backends.cudnn.allow_tf32 and not interpreting()  # follow cuDNN's convolution setting
+    return "tf32" if dtype == torch.float32 and allow else "ieee"
+
+
+def _configs(keys):
+    if interpreting():  # the interpreter cannot autotune over several configs
+        return [triton.Config(dict(zip(keys, (32, 32, 16))), num_warps=4)]
+    sizes = [(64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (128, 128, 32, 8, 3), (64, 32, 32, 4, 4), (32, 64, 64, 4, 3)]
+    return [triton.Config(dict(zip(keys, s[:3])), num_warps=s[3], num_stages=s[4]) for s in sizes]
+
+
+def _conv_forward(x, weight, in_scale, out_scale, up, bias, noise, noise_strength, store_z):
+    """y = epilogue(out_scale * conv(x * in_scale, weight)), phase-layout output for up=2."""
+    n, in_ch, h, w = x.shape
+    gemm_out, k = weight.shape[0], weight.shape[-1]
+    y = new_output((n, gemm_out // (up * up), h * up, w * up), x)
+    z = new_output(y.shape, y) if store_z else y
+    dummy = y  # never read: its pointer stands in for absent operands
+    noise_strides = (noise.stride(0) if noise.shape[0] > 1 else 0, noise.stride(2), noise.stride(3)) if noise is not None else (0, 0, 0)
+    grid = lambda meta: (triton.cdiv(h * w, meta["BLOCK_P"]), triton.cdiv(gemm_out, meta["BLOCK_O"]), n)  # noqa: E731
+    _scaled_conv_kernel[grid](
+        x, weight, in_scale, dummy if out_scale is None else out_scale,
+        dummy if noise is None else noise, dummy if noise is None else noise_strength,
+        dummy if bias is None else bias, y, z,
+        in_ch, gemm_out, h, w,
+        *x.stride(), weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3),
+        *in_scale.stride(), *(out_scale.stride() if out_scale is not None else (0, 0)),
+        *noise_strides, *y.stride(), *z.stride(),
+        K=k, FLIP=False, P_IN=1, P_OUT=up,
+        HAS_IN_SCALE=True, HAS_OUT_SCALE=out_scale is not None, HAS_NOISE=noise is not None,
+        EPILOGUE=bias is not None, STORE_Z=store_z, IS_FP64=x.dtype == torch.float64,
+        DOT_PRECISION=_dot_precision(x.dtype),
+    )
+    return y, z
+
+
+def _conv_input_grad(grad, weight, out_scale, up, x_shape):
+    """u = conv^T(grad * out_scale, weight): a "same" conv of the phase-split grad with W flipped and transposed."""
+    n, in_ch, h, w = x_shape
+    gemm_out, k = weight.shape[0], weight.shape[-1]
+    u = new_output((n, in_ch, h, w), grad)
+    grid = lambda meta: (triton.cdiv(h * w, meta["BLOCK_P"]), triton.cdiv(in_ch, meta["BLOCK_O"]), n)  # noqa: E731
+    _scaled_conv_kernel[grid](
+        grad, weight, u if out_scale is None else out_scale, u, u, u, u, u, u,
+        gemm_out, in_ch, h, w,
+        *grad.stride(), weight.stride(1), weight.stride(0), weight.stride(2), weight.stride(3),
+        *(out_scale.stride() if out_scale is not None else (0, 0)), 0, 0,
+        0, 0, 0, *u.stride(), *u.stride(),
+        K=k, FLIP=True, P_IN=up, P_OUT=1,
+        HAS_IN_SCALE=out_scale is not None, HAS_OUT_SCALE=False, HAS_NOISE=False,
+        EPILOGUE=False, STORE_Z=False, IS_FP64=grad.dtype == torch.float64,
+        DOT_PRECISION=_dot_precision(grad.dtype),
+    )
+    return u
+
+
+def _conv_weight_grad(grad, out_scale, x, in_scale, weight_shape, up):
+    """dW[oc, i, t] = sum_{n, p} (grad * out_scale)[n, oc, p] * (x * in_scale)[n, i, p + t - k//2]."""
+    n, in_ch, h, w = x.shape
+    gemm_out, _, k, _ = weight_shape
+    dw = new_output(weight_shape, x)
+    grid = lambda meta: (triton.cdiv(gemm_out, meta["BLOCK_O"]), triton.cdiv(in_ch, meta["BLOCK_I"]), k * k)  # noqa: E731
+    _scaled_conv_weight_grad_kernel[grid](
+        grad, dw if out_scale is None else out_scale, x, in_scale, dw,
+        n, in_ch, gemm_out, h, w,
+        *grad.stride(), *(out_scale.stride() if out_scale is not None else (0, 0)),
+        *x.stride(), *in_scale.stride(), *dw.stride(),
+        K=k, P_OUT=up, HAS_OUT_SCALE=out_scale is not None, IS_FP64=x.dtype == torch.float64,
+        DOT_PRECISION=_dot_precision(x.dtype),
+    )
+    return dw
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels.
+
+if triton is not None:
+
+    @triton.autotune(configs=_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I")), key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"])
+    @triton.jit
+    def _scaled_conv_kernel(
+        x_ptr, w_ptr, in_scale_ptr, out_scale_ptr, noise_ptr, strength_ptr, bias_ptr, y_ptr, z_ptr,
+        C_in, C_out, H, W,
+        sxn, sxc, sxh, sxw,
+        swo, swi, swy, swx,
+        sin_n, sin_c, sout_n, sout_c,
+        snn, snh, snw,
+        syn, syc, syh, syw,
+        szn, szc, szh, szw,
+        K: tl.constexpr, FLIP: tl.constexpr, P_IN: tl.constexpr, P_OUT: tl.constexpr,
+        HAS_IN_SCALE: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, HAS_NOISE: tl.constexpr,
+        EPILOGUE: tl.constexpr, STORE_Z: tl.constexpr, IS_FP64: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr,
+    ):
+        """Implicit-GEMM "same" convolution of one sample over an H x W grid of pixels.
+
+        GEMM channel c of the input (of C_in) is channel c // P_IN^2 of x at sub-pixel phase
+        (c // P_IN % P_IN, c % P_IN); GEMM channel o of the output (of C_out) is channel o // P_OUT^2
+        of y at phase (o // P_OUT % P_OUT, o % P_OUT). Scales are indexed by the true channels.
+        """
+        acc_type = tl.float64 if IS_FP64 else tl.float32
+        pid_p = tl.program_id(0)
+        pid_o = tl.program_id(1)
+        n = tl.program_id(2).to(tl.int64)
+        offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+        offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+        offs_i = tl.arange(0, BLOCK_I)
+        ph = offs_p // W
+        pw = offs_p % W
+        p_in = offs_p < H * W
+        o_in = offs_o < C_out
+        # Offsets of the first channel block; each block of BLOCK_I GEMM channels (a multiple of P_IN^2)
+        # advances the true channel by BLOCK_I // P_IN^2 with the same sub-pixel pattern.
+        chan = offs_i // (P_IN * P_IN)
+        x_chan = chan * sxc
+        if P_IN > 1:
+            x_chan += (offs_i // P_IN % P_IN) * sxh + (offs_i % P_IN) * sxw
+        row_step = P_IN * sxh
+        col_step = P_IN * sxw
+        x_pix = ph * row_step + pw * col_step  # [BLOCK_P]
+        x_sample = x_ptr + n * sxn
+        w_block = offs_i[:, None] * swi + offs_o[None, :] * swo  # [BLOCK_I, BLOCK_O]
+        s_first = in_scale_ptr + n * sin_n + chan * sin_c
+        # Steps per channel block (scalars hoisted out of the loops).
+        x_step = (BLOCK_I // (P_IN * P_IN)) * sxc
+        s_step = (BLOCK_I // (P_IN * P_IN)) * sin_c
+        w_step = BLOCK_I * swi
+        acc = tl.zeros([BLOCK_P, BLOCK_O], dtype=acc_type)
+        for ky in tl.static_range(K):
+            hy = ph + (ky - K // 2)
+            row_ok = p_in & (hy >= 0) & (hy < H)
+            for kx in tl.static_range(K):
+                wx = pw + (kx - K // 2)
+                ok = row_ok & (wx >= 0) & (wx < W)
+                tap = (ky - K // 2) * row_step + (kx - K // 2) * col_step
+                x_ptrs = x_sample + tap + x_pix[:, None] + x_chan[None, :]  # [BLOCK_P, BLOCK_I]
+                ty = K - 1 - ky if FLIP else ky
+                tx = K - 1 - kx if FLIP else kx
+                w_ptrs = w_ptr + ty * swy + tx * swx + w_block  # [BLOCK_I, BLOCK_O]
+                s_ptrs = s_first
+                for i0 in range(0, C_in, BLOCK_I):
+                    i_in = offs_i < C_in - i0
+                    xt = tl.load(x_ptrs, mask=ok[:, None] & i_in[None, :], other=0)
+                    if HAS_IN_SCALE:
+                        scale = tl.load(s_ptrs, mask=i_in, other=0).to(acc_type)
+                        xt = (xt.to(acc_type) * scale[None, :]).to(x_ptr.dtype.element_ty)
+                        s_ptrs += s_step
+                    wt = tl.load(w_ptrs, mask=i_in[:, None] & o_in[None, :], other=0)
+                    acc = tl.dot(xt, wt, acc, input_precision=DOT_PRECISION)
+                    x_ptrs += x_step
+                    w_ptrs += w_step
+
+        out_chan = offs_o // (P_OUT * P_OUT)
+        oy = (ph * P_OUT)[:, None] + (offs_o // P_OUT % P_OUT)[None, :]  # [BLOCK_P, BLOCK_O]
+        ox = (pw * P_OUT)[:, None] + (offs_o % P_OUT)[None, :]
+        mask = p_in[:, None] & o_in[None, :]
+        if STORE_Z:
+            z_at = z_ptr + n * szn + out_chan[None, :] * szc + oy * szh + ox * szw
+            tl.store(z_at, acc.to(z_ptr.dtype.element_ty), mask=mask)
+        if HAS_OUT_SCALE:
+            acc *= tl.load(out_scale_ptr + n * sout_n + out_chan * sout_c, mask=o_in, other=0).to(acc_type)[None, :]
+        if EPILOGUE:
+            if HAS_NOISE:
+                noise = tl.load(noise_ptr + n * snn + oy * snh + ox * snw, mask=mask, other=0).to(acc_type)
+                acc += tl.load(strength_ptr).to(acc_type) * noise
+            acc += tl.load(bias_ptr + out_chan, mask=o_in, other=0).to(acc_type)[None, :]
+            acc = tl.where(acc > 0, acc, acc * 0.2) * 1.4142135623730951
+        tl.store(y_ptr + n * syn + out_chan[None, :] * syc + oy * syh + ox * syw, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.autotune(configs=_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P")), key=["C_in", "C_out", "H", "W", "K", "P_OUT"])
+    @triton.jit
+    def _scaled_conv_weight_grad_kernel(
+        g_ptr, out_scale_ptr, x_ptr, in_scale_ptr, dw_ptr,
+        N, C_in, C_out, H, W,
+        sgn, sgc, sgh, sgw,
+        sout_n, sout_c,
+        sxn, sxc, sxh, sxw,
+        sin_n, sin_c,
+        sdo, sdi, sdy, sdx,
+        K: tl.constexpr, P_OUT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, IS_FP64: tl.constexpr,
+        DOT_PRECISION: tl.constexpr,
+        BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_P: tl.constexpr,
+    ):
+        """One tap of the weight gradient: a [BLOCK_O, BLOCK_I] tile reduced over samples and pixels."""
+        acc_type = tl.float64 if IS_FP64 else tl.float32
+        pid_o = tl.program_id(0)
+        pid_i = tl.program_id(1)
+        tap = tl.program_id(2)
+        ky = tap // K
+        kx = tap % K
+        offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+        offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+        o_in = offs_o < C_out
+        i_in = offs_i < C_in
+        out_chan = offs_o // (P_OUT * P_OUT)
+        g_chan = out_chan * sgc + (offs_o // P_OUT % P_OUT) * sgh + (offs_o % P_OUT) * sgw  # [BLOCK_O]
+        acc = tl.zeros([BLOCK_O, BLOCK_I], dtype=acc_type)
+        g_n, x_n = g_ptr, x_ptr  # pointers advanced per sample: no int32 overflow on large batches
+        for n in range(N):
+            x_scale = tl.load(in_scale_ptr + n * sin_n + offs_i * sin_c, mask=i_in, other=0).to(acc_type)
+            if HAS_OUT_SCALE:
+                g_scale = tl.load(out_scale_ptr + n * sout_n + out_chan * sout_c, mask=o_in, other=0).to(acc_type)
+            for p0 in range(0, H * W, BLOCK_P):
+                offs_p = p0 + tl.arange(0, BLOCK_P)
+                ph = offs_p // W
+                pw = offs_p % W
+                p_in = offs_p < H * W
+                g_pix = (ph * P_OUT) * sgh + (pw * P_OUT) * sgw
+                gt = tl.load(g_n + g_chan[:, None] + g_pix[None, :], mask=o_in[:, None] & p_in[None, :], other=0)
+                if HAS_OUT_SCALE:
+                    gt = (gt.to(acc_type) * g_scale[:, None]).to(g_ptr.dtype.element_ty)
+                hy = ph + (ky - K // 2)
+                wx = pw + (kx - K // 2)
+                ok = p_in & (hy >= 0) & (hy < H) & (wx >= 0) & (wx < W)
+                xt = tl.load(x_n + offs_i[None, :] * sxc + (hy * sxh + wx * sxw)[:, None], mask=ok[:, None] & i_in[None, :], other=0)
+                xt = (xt.to(acc_type) * x_scale[None, :]).to(x_ptr.dtype.element_ty)
+                acc = tl.dot(gt, xt, acc, input_precision=DOT_PRECISION)
+            g_n += sgn
+            x_n += sxn
+        dw_at = dw_ptr + offs_o[:, None] * sdo + offs_i[None, :] * sdi + ky * sdy + kx * sdx
+        tl.store(dw_at, acc.to(dw_ptr.dtype.element_ty), mask=o_in[:, None] & i_in[None, :])
