@@ -1,0 +1,640 @@
+"""The SemanticStyleGAN training loop (spec section 7): one process, or one per GPU under torchrun (DDP).
+
+Per iteration i, in the original's order:
+  1. D step on fake and real pairs (logistic loss);
+  2. if i % d_reg_every == 0: a D step with lazy R1 on image and segmentation (one autograd.grad call);
+  3. G step: non-saturating loss + lambda_mask * mask loss;
+  4. if i % g_reg_every == 0: a G step with path-length regularisation w.r.t. the expanded latents;
+  5. EMA of G's parameters into G_ema.
+Everything random (latents, noise, mixing, flips) comes from torch's global generator, which is snapshotted
+with the rest of the state, so a resumed run continues the uninterrupted trajectory.
+"""
+import copy
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import ssgan
+from ssgan.train import losses
+from ssgan.train import metrics as metrics_mod
+from ssgan.train.snapshot import (
+    SnapshotError, capture_rng, latest_snapshot, load_snapshot, prune_snapshots, restore_rng, save_snapshot,
+    snapshot_name,
+)  # fmt: skip
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+# Per-preset defaults of the options left unset. The celebamask ones are the original's (batch 4 per GPU,
+# EMA half-life 10 kimg at batch 32); the demo's are tuned to learn parts on 2 CPU cores in ~10 minutes.
+RECIPES = {
+    "demo": dict(batch=8, kimg=4.0, lr=0.0025, ema_kimg=0.5, path_reg=0.0, mixing=0.3, tick_kimg=0.25, snap=4,
+                 metric_samples=256),
+    "celebamask-256": dict(batch=4, kimg=4800.0, lr=0.002, ema_kimg=10.0, path_reg=0.5, mixing=0.3, tick_kimg=4.0,
+                           snap=50, metric_samples=10000),
+    "celebamask-512": dict(batch=4, kimg=4800.0, lr=0.002, ema_kimg=10.0, path_reg=0.5, mixing=0.3, tick_kimg=4.0,
+                           snap=50, metric_samples=10000),
+}  # fmt: skip
+
+
+@dataclass
+class TrainOptions:
+    """Every hyper-parameter of a run. None means "the preset's recipe default" (see RECIPES)."""
+
+    data: str = "builtin"
+    preset: str = "demo"
+    out: str = "runs"
+    kimg: float | None = None  # total length in thousands of real images shown to D
+    batch: int | None = None  # per process (per GPU)
+    lr: float | None = None
+    r1_img: float = 10.0
+    r1_seg: float = 1000.0
+    lambda_mask: float | None = None  # 100, or 0 in image-only mode
+    path_reg: float | None = None
+    path_batch_shrink: int = 2
+    path_decay: float = 0.01
+    mixing: float | None = None
+    ema_kimg: float | None = None  # EMA half-life in kimg; decay per step = 0.5 ** (global batch / (1000 * ema_kimg))
+    d_reg_every: int = 16
+    g_reg_every: int = 4
+    tick_kimg: float | None = None  # progress line and stats every tick
+    snap: int | None = None  # ticks between snapshots, sample grids and metrics
+    keep_snapshots: int = 2
+    metrics: tuple | None = None  # default: agreement and classes on the builtin data, none otherwise
+    metric_samples: int | None = None
+    inception: str | None = None
+    metric_cache: str | None = None
+    grid: int = 8  # samples in a grid
+    seed: int = 0
+    resume: str | None = None
+    image_only: bool = False
+    freeze_local: bool = False
+    xflip: bool = False
+    precision: str = "fp32"
+    workers: int = 0
+    tensorboard: bool = False
+    device: str = "auto"
+
+    def resolved(self):
+        """A copy with every None filled from the recipe of the preset."""
+        recipe = RECIPES.get(self.preset, RECIPES["celebamask-256"])
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in recipe.items():
+            if values[key] is None:
+                values[key] = value
+        if values["metrics"] is None:
+            values["metrics"] = ("agreement", "classes") if is_builtin(self.data) and not self.image_only else ()
+        values["metrics"] = tuple(values["metrics"])
+        if values["lambda_mask"] is None:
+            values["lambda_mask"] = 0.0 if self.image_only else 100.0
+        return TrainOptions(**values)
+
+    def validate(self):
+        def need(ok, message):
+            if not ok:
+                raise ValueError(f"invalid training option: {message}")
+
+        need(self.kimg > 0, f"--kimg must be > 0, got {self.kimg}")
+        need(self.batch >= 1, f"--batch must be >= 1, got {self.batch}")
+        need(self.batch % min(self.batch, 4) == 0, f"--batch {self.batch} must be divisible by min(batch, 4) "
+             "(the discriminator's minibatch-stddev groups)")  # fmt: skip
+        need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        for name in ("r1_img", "r1_seg", "lambda_mask", "path_reg", "path_decay", "ema_kimg"):
+            need(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        need(0 <= self.mixing <= 1, f"--mixing must lie in [0, 1], got {self.mixing}")
+        for name in ("d_reg_every", "g_reg_every", "path_batch_shrink", "snap", "grid"):
+            need(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        need(self.tick_kimg > 0, f"--tick-kimg must be > 0, got {self.tick_kimg}")
+        need(self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+        bad = sorted(set(self.metrics) - set(metrics_mod.METRICS))
+        need(not bad, f"unknown metrics {bad}; choose from {', '.join(metrics_mod.METRICS)}")
+        return self
+
+
+def is_builtin(spec):
+    return str(spec) == "builtin" or str(spec).startswith("builtin:")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or Inf; the run stops and its last snapshot stays the last good state."""
+
+
+# --- the modules DDP wraps: one forward per optimiser step kind ---------------------------------
+class GeneratorStep(nn.Module):
+    """Latents (with style mixing) -> random-noise synthesis; returns only the outputs asked for, so that
+    DDP's unused-parameter search sees exactly the parameters the step's loss depends on."""
+
+    def __init__(self, G, mixing):
+        super().__init__()
+        self.G, self.mixing = G, mixing
+
+    def forward(self, batch, outputs=("image", "seg", "coarse_seg")):
+        G = self.G
+        device = G.local.weight.device
+        w_plus = losses.sample_w_plus(G.mapping, G.layout, G.mix, batch, G.cfg.style_dim, self.mixing, device)
+        out = G.synthesis(G.expand(w_plus), noise_mode="random")
+        return tuple(getattr(out, name) for name in outputs)
+
+
+class DiscriminatorStep(nn.Module):
+    """D on one or more (image, seg) pairs in a single forward (seg ignored in image-only mode)."""
+
+    def __init__(self, D, image_only):
+        super().__init__()
+        self.D, self.image_only = D, image_only
+
+    def forward(self, *pairs):
+        return tuple(self.D(image, None if self.image_only else seg) for image, seg in pairs)
+
+
+# --- data ---------------------------------------------------------------------------------------
+class ResumableSampler(torch.utils.data.Sampler):
+    """An endless stream of dataset indices, a fresh permutation per epoch (seeded by seed and epoch),
+    dealt round-robin to the ranks and started at `start`, the number of indices all ranks consumed."""
+
+    def __init__(self, size, seed, rank=0, world_size=1, start=0):
+        self.size, self.seed, self.rank, self.world_size, self.start = size, seed, rank, world_size, start
+
+    def __iter__(self):
+        position = self.start
+        while True:
+            epoch, offset = divmod(position, self.size)
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+            for index in order[offset:].tolist():
+                if position % self.world_size == self.rank:
+                    yield index
+                position += 1
+
+
+def make_loader(dataset, opts, rank, world_size, start):
+    sampler = ResumableSampler(len(dataset), opts.seed, rank, world_size, start)
+    return iter(torch.utils.data.DataLoader(
+        dataset, batch_size=opts.batch, sampler=sampler, num_workers=opts.workers, drop_last=True,
+        pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(opts.seed),
+        persistent_workers=opts.workers > 0,
+    ))  # fmt: skip
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def set_requires_grad(module, flag):
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+@torch.no_grad()
+def update_ema(ema, model, decay, skip_prefixes=()):
+    """ema <- decay * ema + (1 - decay) * model, parameters only (buffers such as noise maps stay as they are)."""
+    params = dict(model.named_parameters())
+    for name, p_ema in ema.named_parameters():
+        if not name.startswith(skip_prefixes):
+            p_ema.lerp_(params[name].detach(), 1 - decay)
+
+
+def new_run_dir(out, preset, data):
+    """out/NNNNN-preset-data, numbered one past the highest existing run; never reuses a directory."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(str(data)).name or str(data))
+    numbers = [int(p.name.split("-")[0]) for p in out.iterdir() if p.name.split("-")[0].isdigit()]
+    number = max(numbers, default=-1) + 1
+    while True:
+        path = out / f"{number:05d}-{preset}-{tag}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            number += 1
+
+
+def palette(num_classes):
+    """Distinct colours for class maps: a fixed list, then golden-ratio hues."""
+    base = [(0, 0, 0), (230, 180, 140), (40, 40, 200), (120, 70, 20), (220, 30, 60), (255, 215, 0), (60, 180, 75),
+            (170, 110, 40), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)]  # fmt: skip
+    colours = base[:num_classes]
+    for i in range(len(colours), num_classes):
+        h = (i * 0.618034) % 1
+        colours.append(tuple(int(255 * (0.5 + 0.5 * math.cos(2 * math.pi * (h + t)))) for t in (0, 1 / 3, 2 / 3)))
+    return torch.tensor(colours, dtype=torch.uint8)
+
+
+def sample_grid(out, num_classes):
+    """Rows of tiles, one column per sample: image, segmentation argmax, coarse mask argmax, then the depth of
+    every foreground class (normalised per map). Returns a uint8 [H, W, 3] array."""
+    size = out.image.shape[-1]
+    colours = palette(num_classes)
+
+    def upsample(t):  # [B, C, g, g] -> [B, C, S, S]
+        return torch.nn.functional.interpolate(t.float(), size=(size, size), mode="nearest")
+
+    image = ((out.image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # [B, 3, S, S]
+    seg = colours[out.seg.argmax(1)].permute(0, 3, 1, 2)
+    coarse = colours[upsample(out.coarse_seg).argmax(1)].permute(0, 3, 1, 2)
+    rows = [image, seg, coarse]
+    depths = upsample(out.depths[:, 1:])  # class 0 (background) has no depth
+    for k in range(depths.shape[1]):
+        d = depths[:, k]
+        lo, hi = d.amin((1, 2), keepdim=True), d.amax((1, 2), keepdim=True)
+        grey = ((d - lo) / (hi - lo).clamp(min=1e-8) * 255).round().to(torch.uint8)
+        rows.append(grey[:, None].expand(-1, 3, -1, -1))
+    grid = torch.stack(rows)  # [R, B, 3, S, S]
+    R, B = grid.shape[:2]
+    return grid.permute(0, 3, 1, 4, 2).reshape(R * size, B * size, 3).numpy()
+
+
+def save_png(array, path):
+    from PIL import Image
+
+    tmp = Path(path).with_suffix(".tmp.png")
+    Image.fromarray(array).save(tmp)
+    os.replace(tmp, path)
+
+
+# --- the trainer --------------------------------------------------------------------------------
+class Trainer:
+    """Holds models, optimisers and counters; `run()` trains to opts.kimg."""
+
+    def __init__(self, opts: TrainOptions, rank=0, world_size=1, device=None, dataset=None, config=None, log=print):
+        self.opts = opts = opts.resolved().validate()
+        self.rank, self.world_size = rank, world_size
+        self.distributed = world_size > 1
+        self.log = log if rank == 0 else (lambda *a, **k: None)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if opts.precision != "fp32" and self.device.type != "cuda":
+            raise ValueError(f"--precision {opts.precision} needs a CUDA device; this run is on {self.device}")
+        if opts.precision == "tf32":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if opts.precision == "bf16"
+                         else nullcontext())  # fmt: skip
+
+        resume_state, resume_ckpt = self._read_resume(opts.resume)
+        if resume_state is not None:
+            self.cfg = ssgan.SSGConfig.from_dict(json.loads(resume_state["config"]))
+        elif resume_ckpt is not None:
+            self.cfg = resume_ckpt.config
+        else:
+            self.cfg = config or ssgan.preset(opts.preset)
+        if opts.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+            except ImportError:
+                raise ValueError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+
+        torch.manual_seed(opts.seed)  # identical initial weights (and noise buffers) on every rank
+        self.G = ssgan.Generator(self.cfg).to(self.device)
+        self.D = ssgan.Discriminator(self.cfg).to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval()
+        set_requires_grad(self.G_ema, False)
+        g_ratio = opts.g_reg_every / (opts.g_reg_every + 1)
+        d_ratio = opts.d_reg_every / (opts.d_reg_every + 1)
+        self.g_opt = torch.optim.Adam(self.G.parameters(), lr=opts.lr * g_ratio, betas=(0.0, 0.99**g_ratio))
+        self.d_opt = torch.optim.Adam(self.D.parameters(), lr=opts.lr * d_ratio, betas=(0.0, 0.99**d_ratio))
+        self.step = 0
+        self.images_seen = 0  # real images shown to D, all ranks together
+        self.mean_path_length = 0.0
+        self.resumed_from = None
+        if resume_ckpt is not None:
+            self._load_checkpoint_weights(resume_ckpt)
+        if resume_state is not None:
+            self._load_state(resume_state)
+        else:
+            torch.manual_seed(opts.seed * 1000 + rank)  # per-rank randomness from here on
+            np.random.seed(opts.seed * 1000 + rank)
+
+        self.g_step = GeneratorStep(self.G, opts.mixing)
+        self.d_step = DiscriminatorStep(self.D, opts.image_only)
+        if self.distributed:
+            ddp = dict(broadcast_buffers=False, find_unused_parameters=True)
+            if self.device.type == "cuda":
+                ddp["device_ids"] = [self.device]
+            self.g_step = nn.parallel.DistributedDataParallel(self.g_step, **ddp)
+            self.d_step = nn.parallel.DistributedDataParallel(self.d_step, **ddp)
+
+        self.dataset = dataset if dataset is not None else self._open_dataset()
+        self.global_batch = opts.batch * world_size
+        self.ema_decay = 0.5 ** (self.global_batch / (1000 * opts.ema_kimg)) if opts.ema_kimg > 0 else 0.0
+        self.grid_z = torch.randn(opts.grid, self.cfg.style_dim, generator=torch.Generator().manual_seed(opts.seed))
+        self.run_dir = None
+        self.tb = None
+
+    # --- state ----------------------------------------------------------------------------------
+    def _read_resume(self, resume):
+        """(snapshot state, None) for a run dir or snapshot file; (None, Checkpoint) for model checkpoints."""
+        if not resume:
+            return None, None
+        path = Path(resume)
+        if path.is_dir():
+            return load_snapshot(latest_snapshot(path)), None
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume {resume}: no such run directory or file")
+        if path.suffix == ".pt":
+            try:
+                return load_snapshot(path), None
+            except SnapshotError:
+                pass  # not a snapshot: try it as an original SemanticStyleGAN checkpoint
+        return None, ssgan.load_checkpoint(path)
+
+    def _load_checkpoint_weights(self, ckpt):
+        """Start from a model checkpoint (ssgan or original .pt): weights only, fresh optimisers."""
+        self.G_ema.load_state_dict(ckpt.g_ema.state_dict())
+        self.G.load_state_dict((ckpt.g or ckpt.g_ema).state_dict())
+        if ckpt.d is not None:
+            self.D.load_state_dict(ckpt.d.state_dict())
+        else:
+            self.log("warning: the checkpoint has no discriminator; D starts from random weights")
+        self.resumed_from = str(self.opts.resume)
+
+    def state_dict(self):
+        rank_state = {"rng": capture_rng(), "mean_path_length": self.mean_path_length}
+        ranks = [None] * self.world_size
+        if self.distributed:
+            dist.all_gather_object(ranks, rank_state)
+        else:
+            ranks = [rank_state]
+        return {
+            "format": "ssgan-snapshot",
+            "version": 1,
+            "config": self.cfg.to_json(),
+            "options": json.dumps(asdict(self.opts)),
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "world_size": self.world_size,
+            "G": self.G.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "D": self.D.state_dict(),
+            "g_opt": self.g_opt.state_dict(),
+            "d_opt": self.d_opt.state_dict(),
+            "ranks": ranks,
+        }
+
+    def _load_state(self, state):
+        self.G.load_state_dict(state["G"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.D.load_state_dict(state["D"])
+        self.g_opt.load_state_dict(state["g_opt"])
+        self.d_opt.load_state_dict(state["d_opt"])
+        self.step, self.images_seen = state["step"], state["images_seen"]
+        ranks = state["ranks"]
+        if len(ranks) == self.world_size:
+            restore_rng(ranks[self.rank]["rng"])
+            self.mean_path_length = ranks[self.rank]["mean_path_length"]
+        else:
+            self.log(f"warning: the snapshot was written by {len(ranks)} processes and this run has "
+                     f"{self.world_size}; random streams are reseeded, so the trajectory differs")  # fmt: skip
+            torch.manual_seed(self.opts.seed * 1000 + self.rank + 7919 * self.step)
+            self.mean_path_length = ranks[0]["mean_path_length"]
+        self.resumed_from = str(self.opts.resume)
+
+    def _open_dataset(self):
+        from ssgan.train.data import open_dataset
+
+        return open_dataset(self.opts.data, self.cfg.size, self.cfg.num_classes, image_only=self.opts.image_only)
+
+    # --- one iteration --------------------------------------------------------------------------
+    def _real_batch(self, loader):
+        item = next(loader)
+        image = item["image"].to(self.device, non_blocking=True)
+        seg = None if self.opts.image_only else item["mask"].to(self.device, non_blocking=True)
+        if self.opts.xflip:
+            flip = (torch.rand(image.shape[0]) < 0.5).to(self.device)[:, None, None, None]
+            image = torch.where(flip, image.flip(-1), image)
+            seg = None if seg is None else torch.where(flip, seg.flip(-1), seg)
+        return image, seg
+
+    def train_step(self, real_image, real_seg):
+        """One iteration (steps 1-5). Returns a dict of float losses; raises TrainingDiverged on NaN/Inf."""
+        opts, G, B = self.opts, self.G, self.opts.batch
+        raw_g = self.g_step.module if self.distributed else self.g_step
+        raw_d = self.d_step.module if self.distributed else self.d_step
+        stats = {}
+
+        # 1. D on fake and real
+        set_requires_grad(G, False)
+        set_requires_grad(self.D, True)
+        with torch.no_grad(), self.autocast:
+            fake_image, fake_seg = raw_g(B, outputs=("image", "seg"))
+        with self.autocast:
+            fake_logits, real_logits = self.d_step((fake_image, fake_seg), (real_image, real_seg))
+        d_loss = losses.d_logistic(real_logits.float(), fake_logits.float())
+        self._check(d_loss=d_loss)
+        self.d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_opt.step()
+        stats.update(d_loss=d_loss, real_score=real_logits.mean(), fake_score=fake_logits.mean())
+
+        # 2. lazy R1 on image and segmentation
+        if self.step % opts.d_reg_every == 0 and (opts.r1_img > 0 or opts.r1_seg > 0):
+            image = real_image.detach().requires_grad_(True)
+            seg = None if real_seg is None else real_seg.detach().requires_grad_(True)
+            with self.autocast:
+                (logits,) = self.d_step((image, seg))
+            r1, r1_img, r1_seg = losses.r1_loss(logits.float(), image, seg, opts.r1_img, opts.r1_seg)
+            self._check(r1=r1)
+            self.d_opt.zero_grad(set_to_none=True)
+            (r1 * opts.d_reg_every + 0 * logits.sum()).backward()  # 0*logits: every D parameter gets a gradient
+            self.d_opt.step()
+            stats.update(r1_img=r1_img, r1_seg=r1_seg)
+
+        # 3. G: adversarial + mask loss
+        set_requires_grad(G, True)
+        set_requires_grad(self.D, False)
+        outputs = ["image"] + ["seg"] * (not opts.image_only or opts.lambda_mask > 0)
+        outputs += ["coarse_seg"] * (opts.lambda_mask > 0)
+        with self.autocast:
+            out = dict(zip(outputs, self.g_step(B, outputs=tuple(outputs))))
+            (logits,) = raw_d((out["image"], out.get("seg")))
+        g_loss = losses.g_nonsaturating(logits.float())
+        total = g_loss
+        if opts.lambda_mask > 0:
+            m_loss = losses.mask_loss(out["coarse_seg"].float(), out["seg"].float())
+            total = total + opts.lambda_mask * m_loss
+            stats["mask_loss"] = m_loss
+        self._check(g_loss=g_loss, g_total=total)
+        self.g_opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.g_opt.step()
+        stats["g_loss"] = g_loss
+
+        # 4. lazy path-length regularisation (image only, w.r.t. the expanded latents)
+        if opts.path_reg > 0 and self.step % opts.g_reg_every == 0:
+            path_batch = max(1, B // opts.path_batch_shrink)
+            with self.autocast:
+                image, w_expanded = self.g_step(path_batch, outputs=("image", "w_expanded"))
+            penalty, self.mean_path_length, lengths = losses.path_length_penalty(
+                image.float(), w_expanded, self.mean_path_length, opts.path_decay
+            )
+            self._check(path_penalty=penalty)
+            self.g_opt.zero_grad(set_to_none=True)
+            # 0*image: every parameter the image depends on gets a gradient (DDP needs them all)
+            (opts.path_reg * opts.g_reg_every * penalty + 0 * image[0, 0, 0, 0]).backward()
+            self.g_opt.step()
+            stats.update(path_penalty=penalty, path_length=lengths)
+
+        # 5. EMA (parameters only; --freeze-local keeps G_ema's local generators fixed)
+        update_ema(self.G_ema, G, self.ema_decay, ("local.",) if opts.freeze_local else ())
+        self.step += 1
+        self.images_seen += self.global_batch
+        return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in stats.items()}
+
+    def _check(self, **values):
+        """Stop on a non-finite loss before any optimiser applies it (so the weights stay good)."""
+        bad = {k: float(v) for k, v in values.items() if not torch.isfinite(v.detach()).all()}
+        flag = torch.tensor([1.0 if bad else 0.0], device=self.device)
+        if self.distributed:
+            dist.all_reduce(flag)
+        if flag.item() > 0:
+            what = ", ".join(f"{k}={v}" for k, v in bad.items()) or "a loss on another rank"
+            raise TrainingDiverged(f"non-finite loss at step {self.step} ({self.images_seen / 1000:.3f} kimg): {what}")
+
+    # --- outputs ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def grid(self):
+        out = self.G_ema(z=self.grid_z.to(self.device), noise_mode="const")
+        return sample_grid(out, self.cfg.num_classes)
+
+    def save_snapshot(self):
+        state = self.state_dict()  # every rank takes part (RNG states are gathered)
+        if self.rank != 0:
+            return None
+        path = save_snapshot(self.run_dir / snapshot_name(self.images_seen), state)
+        prune_snapshots(self.run_dir, self.opts.keep_snapshots)
+        save_png(self.grid(), self.run_dir / f"samples-{self.images_seen // 1000:06d}kimg.png")
+        return path
+
+    def evaluate(self):
+        if not self.opts.metrics or self.rank != 0:
+            return {}
+        results = metrics_mod.evaluate(
+            self.G_ema, self.opts.metrics, num_samples=self.opts.metric_samples, batch=max(self.opts.batch, 16),
+            device=self.device, dataset=self.dataset, data_key=f"{self.opts.data}|{self.cfg.size}",
+            builtin=is_builtin(self.opts.data), inception=self.opts.inception,
+            cache_dir=self.opts.metric_cache or (Path(self.opts.out) / ".metric-cache"),
+        )  # fmt: skip
+        metrics_mod.append_results(self.run_dir, results, kimg=self.images_seen / 1000, step=self.step)
+        if self.tb is not None:
+            for name, value in results.items():
+                if isinstance(value, float):
+                    self.tb.add_scalar(f"metrics/{name}", value, self.images_seen)
+        return results
+
+    def _setup_run_dir(self):
+        name = [None]
+        if self.rank == 0:
+            name[0] = str(new_run_dir(self.opts.out, self.opts.preset, self.opts.data))
+        if self.distributed:
+            dist.broadcast_object_list(name, src=0)
+        self.run_dir = Path(name[0])
+        if self.rank == 0:
+            info = {"options": asdict(self.opts), "config": self.cfg.to_dict(), "world_size": self.world_size,
+                    "global_batch": self.global_batch, "ema_decay": self.ema_decay, "device": str(self.device),
+                    "resumed_from": self.resumed_from, "start_step": self.step, "start_images": self.images_seen,
+                    "command": sys.argv}  # fmt: skip
+            (self.run_dir / "training_options.json").write_text(json.dumps(info, indent=1, default=str))
+            if self.opts.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(self.run_dir))
+
+    # --- the loop -------------------------------------------------------------------------------
+    def run(self):
+        """Train until opts.kimg; snapshot every `snap` ticks and at the end. Returns the run directory."""
+        opts = self.opts
+        self._setup_run_dir()
+        log_file = open(self.run_dir / "log.txt", "a") if self.rank == 0 else None
+
+        def say(line):
+            self.log(line)
+            if log_file is not None:
+                log_file.write(line + "\n")
+                log_file.flush()
+
+        total_images = int(round(opts.kimg * 1000))
+        tick_images = max(1, int(round(opts.tick_kimg * 1000)))
+        say(f"run {self.run_dir}: preset {opts.preset}, data {opts.data}, {self.world_size} process(es) on "
+            f"{self.device}, batch {opts.batch}/process, {opts.kimg} kimg, start at {self.images_seen / 1000:.3f} kimg")
+        loader = make_loader(self.dataset, opts, self.rank, self.world_size, self.images_seen)
+        tick, tick_start_images, tick_start_time, sums, counts = 0, self.images_seen, time.time(), {}, {}
+        start_time = time.time()
+        try:
+            while self.images_seen < total_images:
+                real_image, real_seg = self._real_batch(loader)
+                try:
+                    stats = self.train_step(real_image, real_seg)
+                except TrainingDiverged as e:
+                    say(f"stopping: {e}. The last good snapshot stays in {self.run_dir} (or the resumed run).")
+                    raise
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
+                done = self.images_seen >= total_images
+                if self.images_seen - tick_start_images >= tick_images or done:
+                    tick += 1
+                    means = self._reduce({k: sums[k] / counts[k] for k in sums})
+                    elapsed = time.time() - tick_start_time
+                    sec_per_kimg = elapsed / max(1e-9, (self.images_seen - tick_start_images) / 1000)
+                    entry = {"tick": tick, "kimg": self.images_seen / 1000, "step": self.step,
+                             "time": time.time() - start_time, "sec_per_kimg": sec_per_kimg, **means}  # fmt: skip
+                    say(f"tick {tick:<4d} kimg {entry['kimg']:<8.3f} step {self.step:<6d} "
+                        f"time {entry['time']:7.1f}s  s/kimg {sec_per_kimg:6.1f}  "
+                        + "  ".join(f"{k} {v:.4g}" for k, v in means.items()))  # fmt: skip
+                    if self.rank == 0:
+                        with open(self.run_dir / "stats.jsonl", "a") as f:
+                            f.write(json.dumps(entry) + "\n")
+                        if self.tb is not None:
+                            for k, v in means.items():
+                                self.tb.add_scalar(f"loss/{k}", v, self.images_seen)
+                    if tick % opts.snap == 0 or done:
+                        path = self.save_snapshot()
+                        if path is not None:
+                            say(f"snapshot {path.name}")
+                        results = self.evaluate()
+                        if results:
+                            say(f"metrics at {self.images_seen / 1000:.3f} kimg: {metrics_mod.format_results(results)}")
+                    tick_start_images, tick_start_time, sums, counts = self.images_seen, time.time(), {}, {}
+            if self.rank == 0:
+                final = ssgan.save_checkpoint(self.run_dir / "network-final.safetensors", self.cfg, self.G_ema,
+                                              self.G, self.D)  # fmt: skip
+                say(f"done: {self.images_seen / 1000:.3f} kimg in {time.time() - start_time:.1f}s; model {final}")
+        finally:
+            if log_file is not None:
+                log_file.close()
+            if self.tb is not None:
+                self.tb.close()
+        return self.run_dir
+
+    def _reduce(self, means):
+        """Average tick statistics over the ranks."""
+        if not self.distributed:
+            return means
+        keys = sorted(means)
+        t = torch.tensor([means[k] for k in keys], device=self.device, dtype=torch.float64)
+        dist.all_reduce(t)
+        return dict(zip(keys, (t / self.world_size).tolist()))
+
+
+def train(opts: TrainOptions, dataset=None, device=None, config=None, log=print):
+    """Train in this process, or in each process of a torchrun job (WORLD_SIZE > 1, or an initialised
+    process group). `dataset` and `config` replace the ones named by opts.data and opts.preset (tests use
+    tiny ones). Returns the run directory."""
+    world_size, rank = 1, 0
+    if dist.is_available() and (dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+        world_size, rank = dist.get_world_size(), dist.get_rank()
+        if device is None and torch.cuda.is_available():
+            local_rank = int(os.environ.get("LOCAL_RANK", rank))
+            torch.cuda.set_device(local_rank)
+            device = f"cuda:{local_rank}"
+    trainer = Trainer(opts, rank=rank, world_size=world_size, device=device, dataset=dataset, config=config, log=log)
+    return trainer.run()

@@ -1,0 +1,111 @@
+"""Training snapshots: everything needed to continue a run exactly where it stopped.
+
+A snapshot is one `torch.save` file of tensors and plain Python values (no classes), written atomically
+(temp file, fsync, rename) and read back with `torch.load(weights_only=True)`, so loading one never
+runs pickled code. The RNG states of torch, numpy and Python are stored as tensors and tuples.
+"""
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SNAPSHOT_PATTERN = re.compile(r"snapshot-(\d{9})\.pt$")
+
+
+class SnapshotError(ValueError):
+    """A snapshot that cannot be read or does not fit this run."""
+
+
+def snapshot_name(images_seen):
+    return f"snapshot-{images_seen:09d}.pt"
+
+
+def atomic_torch_save(obj, path):
+    """torch.save to a temp file beside `path`, fsync it, then rename over `path` (and fsync the folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def capture_rng():
+    """The states of every random generator the loop draws from, as tensors and tuples."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }  # fmt: skip
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state):
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_snapshot(path, state):
+    """Write a training state (a dict of tensors, state dicts and plain values) atomically."""
+    return atomic_torch_save(state, path)
+
+
+def load_snapshot(path):
+    """Read a snapshot written by `save_snapshot` without unpickling anything but tensors and containers."""
+    path = Path(path)
+    if not path.is_file():
+        raise SnapshotError(f"no snapshot at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, or a pickle that needs more than tensors
+        raise SnapshotError(f"cannot read {path} as a training snapshot: {type(e).__name__}: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != "ssgan-snapshot":
+        raise SnapshotError(f"{path} is not an ssgan training snapshot")
+    return state
+
+
+def list_snapshots(run_dir):
+    """Snapshots of a run directory, oldest first."""
+    run_dir = Path(run_dir)
+    found = [(int(m.group(1)), p) for p in run_dir.glob("snapshot-*.pt") if (m := SNAPSHOT_PATTERN.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_snapshot(run_dir):
+    snaps = list_snapshots(run_dir)
+    if not snaps:
+        raise SnapshotError(f"{run_dir} has no snapshot-*.pt to resume from")
+    return snaps[-1]
+
+
+def prune_snapshots(run_dir, keep):
+    """Delete all but the newest `keep` snapshots (keep <= 0 keeps all)."""
+    if keep <= 0:
+        return
+    for path in list_snapshots(run_dir)[:-keep]:
+        path.unlink(missing_ok=True)
