@@ -235,9 +235,9 @@ def _dot_precision(dtype):
     return "tf32" if dtype == torch.float32 and allow else "ieee"
 
 
-def _configs(keys):
-    if interpreting():  # the interpreter cannot autotune over several configs
-        return [triton.Config(dict(zip(keys, (32, 32, 16))), num_warps=4)]
+def _configs(keys, interpreter_sizes):
+    if interpreting():  # the interpreter cannot autotune over several configs; few, large steps run fastest there
+        return [triton.Config(dict(zip(keys, interpreter_sizes)), num_warps=4)]
     sizes = [(64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (128, 128, 32, 8, 3), (64, 32, 32, 4, 4), (32, 64, 64, 4, 3)]
     return [triton.Config(dict(zip(keys, s[:3])), num_warps=s[3], num_stages=s[4]) for s in sizes]
 
@@ -309,7 +309,7 @@ def _conv_weight_grad(grad, out_scale, x, in_scale, weight_shape, up):
 
 if triton is not None:
 
-    @triton.autotune(configs=_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I")), key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"])
+    @triton.autotune(configs=_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I"), (32, 32, 16)), key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"])
     @triton.jit
     def _scaled_conv_kernel(
         x_ptr, w_ptr, in_scale_ptr, out_scale_ptr, noise_ptr, strength_ptr, bias_ptr, y_ptr, z_ptr,
@@ -400,7 +400,7 @@ if triton is not None:
             acc = tl.where(acc > 0, acc, acc * 0.2) * 1.4142135623730951
         tl.store(y_ptr + n * syn + out_chan[None, :] * syc + oy * syh + ox * syw, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
-    @triton.autotune(configs=_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P")), key=["C_in", "C_out", "H", "W", "K", "P_OUT"])
+    @triton.autotune(configs=_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P"), (32, 32, 64)), key=["C_in", "C_out", "H", "W", "K", "P_OUT"])
     @triton.jit
     def _scaled_conv_weight_grad_kernel(
         g_ptr, out_scale_ptr, x_ptr, in_scale_ptr, dw_ptr,
@@ -428,27 +428,32 @@ if triton is not None:
         out_chan = offs_o // (P_OUT * P_OUT)
         g_chan = out_chan * sgc + (offs_o // P_OUT % P_OUT) * sgh + (offs_o % P_OUT) * sgw  # [BLOCK_O]
         acc = tl.zeros([BLOCK_O, BLOCK_I], dtype=acc_type)
-        g_n, x_n = g_ptr, x_ptr  # pointers advanced per sample: no int32 overflow on large batches
-        for n in range(N):
-            x_scale = tl.load(in_scale_ptr + n * sin_n + offs_i * sin_c, mask=i_in, other=0).to(acc_type)
-            if HAS_OUT_SCALE:
-                g_scale = tl.load(out_scale_ptr + n * sout_n + out_chan * sout_c, mask=o_in, other=0).to(acc_type)
-            for p0 in range(0, H * W, BLOCK_P):
-                offs_p = p0 + tl.arange(0, BLOCK_P)
-                ph = offs_p // W
-                pw = offs_p % W
-                p_in = offs_p < H * W
-                g_pix = (ph * P_OUT) * sgh + (pw * P_OUT) * sgw
-                gt = tl.load(g_n + g_chan[:, None] + g_pix[None, :], mask=o_in[:, None] & p_in[None, :], other=0)
+        for p0 in range(0, H * W, BLOCK_P):
+            offs_p = p0 + tl.arange(0, BLOCK_P)
+            ph = offs_p // W
+            pw = offs_p % W
+            p_in = offs_p < H * W
+            hy = ph + (ky - K // 2)
+            wx = pw + (kx - K // 2)
+            ok = p_in & (hy >= 0) & (hy < H) & (wx >= 0) & (wx < W)
+            g_ptrs = g_ptr + g_chan[:, None] + ((ph * P_OUT) * sgh + (pw * P_OUT) * sgw)[None, :]  # [BLOCK_O, BLOCK_P]
+            x_ptrs = x_ptr + offs_i[None, :] * sxc + (hy * sxh + wx * sxw)[:, None]  # [BLOCK_P, BLOCK_I]
+            g_mask = o_in[:, None] & p_in[None, :]
+            x_mask = ok[:, None] & i_in[None, :]
+            x_scale_ptrs = in_scale_ptr + offs_i * sin_c
+            g_scale_ptrs = out_scale_ptr + out_chan * sout_c
+            for n in range(N):  # pointers advance per sample: no int32 overflow on large batches
+                gt = tl.load(g_ptrs, mask=g_mask, other=0)
                 if HAS_OUT_SCALE:
+                    g_scale = tl.load(g_scale_ptrs, mask=o_in, other=0).to(acc_type)
                     gt = (gt.to(acc_type) * g_scale[:, None]).to(g_ptr.dtype.element_ty)
-                hy = ph + (ky - K // 2)
-                wx = pw + (kx - K // 2)
-                ok = p_in & (hy >= 0) & (hy < H) & (wx >= 0) & (wx < W)
-                xt = tl.load(x_n + offs_i[None, :] * sxc + (hy * sxh + wx * sxw)[:, None], mask=ok[:, None] & i_in[None, :], other=0)
+                    g_scale_ptrs += sout_n
+                x_scale = tl.load(x_scale_ptrs, mask=i_in, other=0).to(acc_type)
+                xt = tl.load(x_ptrs, mask=x_mask, other=0)
                 xt = (xt.to(acc_type) * x_scale[None, :]).to(x_ptr.dtype.element_ty)
                 acc = tl.dot(gt, xt, acc, input_precision=DOT_PRECISION)
-            g_n += sgn
-            x_n += sxn
+                g_ptrs += sgn
+                x_ptrs += sxn
+                x_scale_ptrs += sin_n
         dw_at = dw_ptr + offs_o[:, None] * sdo + offs_i[None, :] * sdi + ky * sdy + kx * sdx
         tl.store(dw_at, acc.to(dw_ptr.dtype.element_ty), mask=o_in[:, None] & i_in[None, :])

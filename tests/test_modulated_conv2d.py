@@ -1,7 +1,7 @@
 """Triton modulated convolution vs the PyTorch reference (runs in the Triton interpreter on the CPU)."""
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import rel_err
@@ -67,6 +67,7 @@ def test_forward_matches_reference(case, dtype):
     assert_close(out, ref, 1e-5 if dtype == torch.float32 else 5e-3)
 
 
+@settings(max_examples=10)
 @given(case=conv_cases(), dtype=st.sampled_from([torch.float32, torch.float16]))
 def test_gradients_match_reference(case, dtype):
     tensors = make_inputs(case, dtype, requires_grad=True)
@@ -85,23 +86,24 @@ def test_gradients_match_reference(case, dtype):
     "case",
     [
         dict(up=1, kernel=3, shared=False, demodulate=True, styled=True, noise_batch=1),
-        dict(up=1, kernel=1, shared=True, demodulate=False, styled=False, noise_batch=0),
-        dict(up=2, kernel=3, shared=True, demodulate=True, styled=True, noise_batch=-1),
-        dict(up=2, kernel=3, shared=False, demodulate=True, styled=False, noise_batch=0),
+        dict(up=2, kernel=3, shared=True, demodulate=False, styled=True, noise_batch=-1),
     ],
-    ids=["3x3-per-sample-styled", "1x1-shared-no-demod", "up2-shared-styled", "up2-per-sample"],
+    ids=["3x3-per-sample-styled", "up2-shared-styled-no-demod"],
 )
-def test_gradcheck_and_gradgradcheck(case):
+def test_gradcheck(case):
+    """Float64 first derivatives of the Triton backward (the 1x1 kernel is covered by the hypothesis tests)."""
     case = dict(case, batch=2, in_ch=3, out_ch=2, height=3, width=2)
     tensors = make_inputs(case, torch.float64, requires_grad=True)
     names = list(tensors)
+    assert torch.autograd.gradcheck(lambda *args: run(case, dict(zip(names, args)), "triton"), tuple(tensors.values()), fast_mode=True)
 
-    def fn(*args):
-        return run(case, dict(zip(names, args)), "triton")
 
-    args = tuple(tensors.values())
-    assert torch.autograd.gradcheck(fn, args, fast_mode=True)
-    assert torch.autograd.gradgradcheck(fn, args, fast_mode=True)
+def test_gradgradcheck():
+    """Second derivatives go through the create_graph recompute with the reference."""
+    case = dict(batch=2, in_ch=3, out_ch=2, height=2, width=3, kernel=3, up=2, shared=False, demodulate=True, styled=True, noise_batch=1)
+    tensors = make_inputs(case, torch.float64, requires_grad=True)
+    names = list(tensors)
+    assert torch.autograd.gradgradcheck(lambda *args: run(case, dict(zip(names, args)), "triton"), tuple(tensors.values()), fast_mode=True)
 
 
 def test_double_backward_matches_reference():
