@@ -150,6 +150,8 @@ def run_invert(args):
     G = _model(args)
     cfg = G.cfg
     paths = I.list_images(args.images)
+    for path in paths:  # fail on a bad file before any optimisation
+        I.load_image(path, cfg.size, resize=not args.no_resize)
     perceptual = None
     if args.perceptual:
         perceptual = I.FeatureLoss.from_file(args.perceptual, device=G.local.weight.device)
