@@ -133,7 +133,8 @@ class _BiasAct(torch.autograd.Function):
         dx = _BiasActGrad.apply(dy, x, bias, *ctx.args)
         db = None
         if bias is not None and ctx.needs_input_grad[1]:
-            db = dx.sum([d for d in range(dx.ndim) if d != dim]).to(bias.dtype)
+            others = [d for d in range(dx.ndim) if d != dim]
+            db = (dx.sum(others) if others else dx).to(bias.dtype)  # sum([]) would sum everything
         return dx.to(x.dtype), db, None, None, None, None
 
 
