@@ -210,7 +210,9 @@ def colorize_labels(labels):
     """Class labels [..., H, W] -> RGB [..., H, W, 3] uint8 with the fixed palette."""
     labels = _numpy(labels).astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= len(PALETTE)):
-        raise ValueError(f"labels must lie in 0..{len(PALETTE) - 1} for the fixed palette, got {labels.min()}..{labels.max()}")
+        raise ValueError(
+            f"labels must lie in 0..{len(PALETTE) - 1} for the fixed palette, got {labels.min()}..{labels.max()}"
+        )
     return PALETTE[labels]
 
 
@@ -301,7 +303,8 @@ def save_mp4(frames, path, fps=20):
         raise FileNotFoundError("MP4 needs an ffmpeg executable on PATH; write a GIF instead")
     T, H, W, _ = frames.shape
     cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}",
-           "-r", str(fps), "-i", "-", "-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", str(path)]  # fmt: skip
+           "-r", str(fps), "-i", "-", "-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+           str(path)]  # fmt: skip
     subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), check=True)
 
 
@@ -344,7 +347,8 @@ def render_components(G, w, order=None, noise_mode="const"):
 def components_sheet(out, added):
     """[steps*S, 4S, 3] uint8; one row per step: image | seg | coarse seg | pseudo-depth of the class just added."""
     S = out.image.shape[-1]
-    depth = out.depths[torch.arange(len(added)), torch.tensor(added)]  # [steps, G, G]
+    steps = torch.arange(len(added), device=out.depths.device)
+    depth = out.depths[steps, torch.tensor(added, device=out.depths.device)]  # [steps, G, G]
     rows = side_by_side(
         to_uint8(out.image), colorize_seg(out.seg), resize_nearest(colorize_seg(out.coarse_seg), S),
         resize_nearest(colorize_depth(depth), S),
@@ -436,8 +440,10 @@ def locality_of(before, after, region, dilate=0):
     if dilate > 0:
         inside = F.max_pool2d(inside, 2 * dilate + 1, stride=1, padding=dilate)
     change = reduce((after.image - before.image).abs(), "b c h w -> b 1 h w", "mean")
-    # NaN where the region (or everything else) is empty: no pixels to measure.
-    mean_over = lambda m: (change * m).sum((1, 2, 3)) / m.sum((1, 2, 3)).where(m.sum((1, 2, 3)) > 0, torch.nan)  # noqa: E731
+    def mean_over(m):  # NaN where the region (or everything else) is empty: no pixels to measure
+        area = m.sum((1, 2, 3))
+        return (change * m).sum((1, 2, 3)) / area.where(area > 0, torch.nan)
+
     K = before.seg.shape[1]
     ious = []
     for c in (c for c in range(K) if c != region):

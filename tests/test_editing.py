@@ -13,7 +13,7 @@ from ssgan.config import SSGConfig
 from conftest import shared_path
 
 CFG = SSGConfig(size=64, style_dim=8, class_names=("bg", "face", "hair"), transparent=(), coarse_size=32,
-                min_feat_size=8, render_channels={16: 8, 32: 8, 64: 8}, disc_channels={r: 8 for r in (4, 8, 16, 32, 64)})  # fmt: skip
+                min_feat_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,8 @@ def test_texture_edit_keeps_coarse_masks_and_locality(G):
     w = E.as_w_plus(cfg, E.w_from_seeds(G, [1, 2], psi=0.7))
     edited = E.swap_regions(cfg, w, E.w_from_seeds(G, [7]), "class_1:texture")
     out = E.render(G, torch.cat([w, edited]))
-    before, after = (type(out)(*(getattr(out, f)[s] for f in out.__dataclass_fields__)) for s in (slice(0, 2), slice(2, 4)))
+    split = lambda s: type(out)(*(getattr(out, f)[s] for f in out.__dataclass_fields__))  # noqa: E731
+    before, after = split(slice(2)), split(slice(2, 4))
     torch.testing.assert_close(after.coarse_seg, before.coarse_seg, rtol=0, atol=1e-6)
     torch.testing.assert_close(after.depths, before.depths, rtol=0, atol=1e-6)
     assert not torch.allclose(after.image, before.image)
@@ -226,9 +227,10 @@ def test_cli_edit_mix_and_direction(tmp_path, capsys):
     assert main(["edit", "--ckpt", ckpt(), "--latent", str(tmp_path / "mix" / "edited_latents.npy"), "--direction",
                  str(tmp_path / "dir.npy"), "--regions", "base", "--out", str(tmp_path / "dir")]) == 0  # fmt: skip
     assert "no locality report" in capsys.readouterr().out
-    assert main(["edit", "--ckpt", ckpt(), "--latent", str(tmp_path / "w.npy"), "--direction", str(tmp_path / "dir.npy"),
-                 "--regions", "class_1", "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
-    assert "w.npy: latent must be W [B, 64] or W+ [B, 14, 64] for this model, got (2, 13, 64)" in capsys.readouterr().err
+    assert main(["edit", "--ckpt", ckpt(), "--latent", str(tmp_path / "w.npy"), "--direction",
+                 str(tmp_path / "dir.npy"), "--regions", "class_1", "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    expected = "w.npy: latent must be W [B, 64] or W+ [B, 14, 64] for this model, got (2, 13, 64)"
+    assert expected in capsys.readouterr().err
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -255,8 +257,8 @@ def test_cli_fit_direction(tmp_path, capsys):
     x = torch.randn(60, 64)
     E.save_latents(tmp_path / "lat.safetensors", x)
     (tmp_path / "labels.txt").write_text("\n".join(str(int(v > 0)) for v in x[:, 0]))
-    assert main(["fit-direction", "--latents", str(tmp_path / "lat.safetensors"), "--labels",
-                 str(tmp_path / "labels.txt"), "--method", "logistic", "--out", str(tmp_path / "d.npy")]) == 0  # fmt: skip
+    args = ["--latents", str(tmp_path / "lat.safetensors"), "--labels", str(tmp_path / "labels.txt")]
+    assert main(["fit-direction", *args, "--method", "logistic", "--out", str(tmp_path / "d.npy")]) == 0
     d = np.load(tmp_path / "d.npy")
     assert d.shape == (64,) and abs(np.linalg.norm(d) - 1) < 1e-5 and d[0] > 0.5
     assert "training accuracy" in capsys.readouterr().out
