@@ -18,7 +18,7 @@ def conv_cases(draw):
     return dict(
         batch=draw(st.integers(1, 5)),
         in_ch=draw(st.integers(1, 20)),
-        out_ch=draw(st.integers(1, 20)),
+        out_ch=draw(st.integers(1, 36)),
         height=draw(st.integers(1, 7)),
         width=draw(st.integers(1, 7)),
         kernel=3 if up == 2 else draw(st.sampled_from([1, 3])),
@@ -80,6 +80,19 @@ def test_gradients_match_reference(case, dtype):
     for name, g, r in zip(tensors, grads, ref_grads):
         assert g.dtype == dtype and torch.isfinite(g).all(), name
         assert_close(g, r, 1e-5 if dtype == torch.float32 else 1e-2, name)
+
+
+def test_gradients_span_several_tiles():
+    """Every grid axis and reduction loop with more than one (partial) block: pixels, outputs, inputs."""
+    case = dict(batch=2, in_ch=35, out_ch=33, height=9, width=9, kernel=3, up=1, shared=False, demodulate=True, styled=True, noise_batch=-1)
+    tensors = make_inputs(case, requires_grad=True)
+    ref_inputs = {k: t.detach().clone().requires_grad_() for k, t in tensors.items()}
+    out, ref = run(case, tensors, "triton"), run(case, ref_inputs, "reference")
+    assert_close(out, ref, 1e-5)
+    grad = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, list(tensors.values()), grad)
+    for name, g, r in zip(tensors, grads, torch.autograd.grad(ref, list(ref_inputs.values()), grad)):
+        assert_close(g, r, 1e-5, name)
 
 
 @pytest.mark.parametrize(
