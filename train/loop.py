@@ -488,7 +488,7 @@ class Trainer:
 
     def _check(self, **values):
         """Stop on a non-finite loss before any optimiser applies it (so the weights stay good)."""
-        bad = {k: float(v) for k, v in values.items() if not torch.isfinite(v.detach()).all()}
+        bad = {k: float(v.detach()) for k, v in values.items() if not torch.isfinite(v.detach()).all()}
         flag = torch.tensor([1.0 if bad else 0.0], device=self.device)
         if self.distributed:
             dist.all_reduce(flag)

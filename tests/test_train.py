@@ -1,0 +1,320 @@
+"""Training recipe: losses, metrics math, snapshots, exact resume, NaN stop, image-only/freeze-local, CLI."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ssgan
+from ssgan.train import losses, metrics
+from ssgan.train.loop import TrainingDiverged, TrainOptions, Trainer, sample_grid, train
+from ssgan.train.snapshot import (
+    SnapshotError, capture_rng, list_snapshots, load_snapshot, restore_rng, save_snapshot,
+)  # fmt: skip
+
+TINY = ssgan.SSGConfig(
+    size=16, style_dim=16, n_mlp=2, class_names=("background", "a", "b"), transparent=(), local_channel=16,
+    coarse_channel=16, coarse_size=8, min_feat_size=4, render_channels={8: 16, 16: 16},
+    disc_channels={4: 16, 8: 16, 16: 16},
+)  # fmt: skip
+
+
+class TinyData(torch.utils.data.Dataset):
+    """Deterministic random images and label maps of TINY's size and classes."""
+
+    def __init__(self, n=12, size=16, num_classes=3):
+        self.n, self.size, self.k = n, size, num_classes
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        labels = torch.randint(0, self.k, (self.size, self.size), generator=g)
+        image = torch.rand(3, self.size, self.size, generator=g) * 2 - 1
+        mask = torch.nn.functional.one_hot(labels, self.k).permute(2, 0, 1).float() * 2 - 1
+        return {"image": image, "mask": mask}
+
+
+def tiny_options(tmp_path, **kw):
+    base = dict(out=str(tmp_path / "runs"), kimg=0.016, batch=2, d_reg_every=2, g_reg_every=2, path_reg=0.5,
+                tick_kimg=0.004, snap=1, metrics=(), keep_snapshots=0, ema_kimg=0.01, lr=0.002)  # fmt: skip
+    return TrainOptions(**(base | kw))
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+# --- losses -------------------------------------------------------------------------------------
+def test_logistic_losses_match_formulas():
+    real, fake = torch.randn(6, 1), torch.randn(6, 1)
+    expected_d = torch.log1p(torch.exp(-real)).mean() + torch.log1p(torch.exp(fake)).mean()
+    torch.testing.assert_close(losses.d_logistic(real, fake), expected_d)
+    torch.testing.assert_close(losses.g_nonsaturating(fake), torch.log1p(torch.exp(-fake)).mean())
+
+
+def test_r1_is_half_gamma_squared_gradient_norm():
+    """For D(x, y) = sum(a*x) + sum(b*y) the gradients are a and b, so R1 is known in closed form."""
+    a, b = torch.randn(3, 4, 4), torch.randn(2, 4, 4)
+    x = torch.randn(5, 3, 4, 4, requires_grad=True)
+    y = torch.randn(5, 2, 4, 4, requires_grad=True)
+    logits = (x * a).sum((1, 2, 3)) + (y * b).sum((1, 2, 3))
+    loss, p_img, p_seg = losses.r1_loss(logits[:, None], x, y, 10.0, 1000.0)
+    torch.testing.assert_close(p_img, a.square().sum())
+    torch.testing.assert_close(p_seg, b.square().sum())
+    torch.testing.assert_close(loss.detach(), 5 * a.square().sum() + 500 * b.square().sum())
+    loss_img_only, _, zero = losses.r1_loss((x * a).sum((1, 2, 3))[:, None], x, None, 10.0, 1000.0)
+    assert zero.item() == 0
+    torch.testing.assert_close(loss_img_only.detach(), 5 * a.square().sum())
+
+
+def test_mask_loss_pools_the_segmentation():
+    seg = torch.randn(2, 3, 8, 8)
+    coarse = torch.nn.functional.avg_pool2d(seg, 2)
+    assert losses.mask_loss(coarse, seg).item() == pytest.approx(0.0, abs=1e-12)
+    assert losses.mask_loss(coarse + 0.5, seg).item() == pytest.approx(0.25)
+
+
+def test_path_length_of_a_linear_map():
+    """image = W w: with the 1/sqrt(HW)-scaled Gaussian probe, E[path length^2] = ||W||_F^2 / (HW N)."""
+    torch.manual_seed(0)
+    B, N, D, S = 256, 4, 8, 4
+    weight = torch.randn(3 * S * S, N * D, requires_grad=True)
+    w = torch.randn(B, N, D, requires_grad=True)
+    image = (w.flatten(1) @ weight.t()).reshape(B, 3, S, S)
+    lengths = losses.path_lengths(image, w)
+    expected = weight.detach().square().sum() / (S * S * N)
+    assert lengths.square().mean().item() == pytest.approx(expected.item(), rel=0.1)
+    penalty, new_mean, batch_mean = losses.path_length_penalty(image, w, 0.0, 0.01)
+    assert new_mean == pytest.approx(0.01 * batch_mean.item())
+    assert penalty.requires_grad
+
+
+@given(batch=st.integers(1, 5), mixing=st.sampled_from([0.0, 1.0]))
+def test_sample_w_plus_layout_and_mixing_rule(batch, mixing):
+    G = ssgan.Generator(TINY)
+    with torch.no_grad():
+        w_plus = losses.sample_w_plus(G.mapping, G.layout, G.mix, batch, TINY.style_dim, mixing, "cpu")
+    assert w_plus.shape == (batch, TINY.n_latent, TINY.style_dim)
+    base = w_plus[:, :1]
+    assert torch.equal(w_plus[:, 1], w_plus[:, 0])  # both base codes come from w0
+    if mixing == 0:
+        assert torch.equal(w_plus, base.expand_as(w_plus))
+    shape, texture = w_plus[:, 2::2], w_plus[:, 3::2]
+    shape_from_w1 = ~(shape == base).all(-1)
+    texture_from_w1 = ~(texture == base).all(-1)
+    assert not (shape_from_w1 & ~texture_from_w1).any()  # "shape from w1, texture from w0" is never drawn
+
+
+# --- metrics math -------------------------------------------------------------------------------
+def test_fid_of_identical_sets_is_zero():
+    x = torch.randn(500, 16, dtype=torch.float64)
+    stats = metrics.feature_statistics(x)
+    assert abs(metrics.frechet_distance(*stats, *stats)) < 1e-6
+
+
+def test_fid_of_gaussians_matches_closed_form():
+    """Diagonal covariances: FID = |mu1-mu2|^2 + sum (s1 + s2 - 2 sqrt(s1 s2))."""
+    mu1, mu2 = torch.randn(8).double(), torch.randn(8).double()
+    s1, s2 = torch.rand(8).double() + 0.1, torch.rand(8).double() + 0.1
+    fid = metrics.frechet_distance(mu1, torch.diag(s1), mu2, torch.diag(s2))
+    expected = (mu1 - mu2).square().sum() + (s1 + s2 - 2 * (s1 * s2).sqrt()).sum()
+    assert fid == pytest.approx(expected.item(), rel=1e-9)
+    # a rotated pair: FID is invariant to a common orthogonal change of basis
+    q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64))
+    rotated = metrics.frechet_distance(q @ mu1, q @ torch.diag(s1) @ q.t(), q @ mu2, q @ torch.diag(s2) @ q.t())
+    assert rotated == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 32, generator=g), torch.randn(400, 32, generator=g)
+    same = metrics.kernel_inception_distance(a, b, num_subsets=20, subset_size=200, generator=g)
+    shifted = metrics.kernel_inception_distance(a, b + 1, num_subsets=20, subset_size=200, generator=g)
+    assert abs(same) < 0.02 < shifted
+
+
+def test_class_presence():
+    seg = torch.full((4, 3, 8, 8), -1.0)
+    seg[:, 0] = 1
+    seg[:2, 2, :4] = 2  # class 2 covers half of the first two samples
+    present, area = metrics.class_presence(seg)
+    assert present == [1.0, 0.0, 0.5]
+    assert area == pytest.approx([0.75, 0.0, 0.25])
+
+
+def test_fid_without_a_feature_extractor_reports_and_others_run(tmp_path):
+    G = ssgan.Generator(TINY)
+    results = metrics.evaluate(G, ("fid", "classes"), num_samples=4, batch=4, dataset=TinyData(),
+                               inception=str(tmp_path / "missing.pt"))  # fmt: skip
+    assert "no feature extractor" in results["fid"]["error"]
+    assert set(results["class_presence"]) == set(TINY.class_names)
+
+
+def test_fid_with_a_local_torchscript_extractor(tmp_path):
+    """Any local TorchScript network works as the feature extractor; real statistics are cached."""
+    net = torch.jit.script(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten()))
+    path = tmp_path / "features.pt"
+    net.save(str(path))
+    G = ssgan.Generator(TINY)
+    kw = dict(num_samples=8, batch=4, dataset=TinyData(), inception=str(path), cache_dir=tmp_path / "cache")
+    first = metrics.evaluate(G, ("fid", "kid"), **kw)
+    assert math.isfinite(first["fid"]) and first["fid"] > 0 and math.isfinite(first["kid"])
+    assert len(list((tmp_path / "cache").glob("real-features-*.pt"))) == 1
+    assert metrics.evaluate(G, ("fid", "kid"), **kw) == first
+
+
+# --- snapshots ----------------------------------------------------------------------------------
+def test_snapshot_roundtrip_restores_rng(tmp_path):
+    torch.manual_seed(3)
+    np.random.seed(3)
+    state = {"format": "ssgan-snapshot", "weights": torch.randn(4), "rng": capture_rng(), "step": 7}
+    expected = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    path = save_snapshot(tmp_path / "snap.pt", state)
+    assert not list(tmp_path.glob(".*tmp"))  # the temp file was renamed away
+    loaded = load_snapshot(path)
+    torch.manual_seed(99)
+    restore_rng(loaded["rng"])
+    got = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+    assert torch.equal(loaded["weights"], state["weights"]) and loaded["step"] == 7
+
+
+def test_snapshot_loading_refuses_pickled_objects_and_foreign_files(tmp_path):
+    torch.save({"format": "ssgan-snapshot", "payload": TrainOptions()}, tmp_path / "evil.pt")
+    with pytest.raises(SnapshotError, match="cannot read"):
+        load_snapshot(tmp_path / "evil.pt")
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(SnapshotError, match="not an ssgan training snapshot"):
+        load_snapshot(tmp_path / "other.pt")
+    (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(SnapshotError):
+        load_snapshot(tmp_path / "cut.pt")
+
+
+# --- the loop -----------------------------------------------------------------------------------
+def final_state(run_dir):
+    return load_snapshot(list_snapshots(run_dir)[-1])
+
+
+def assert_same_weights(a, b, keys=("G", "G_ema", "D")):
+    for key in keys:
+        for name, t in a[key].items():
+            torch.testing.assert_close(b[key][name], t, rtol=1e-6, atol=1e-6, msg=f"{key}.{name}")
+
+
+def test_resume_continues_the_same_trajectory(tmp_path):
+    """train(8 steps) == train(4 steps) + resume + train(4 steps), with R1, path-length and mixing in both halves."""
+    data = TinyData()
+    full = train(tiny_options(tmp_path, mixing=0.5, xflip=True), dataset=data, config=TINY, log=quiet)
+    half = train(tiny_options(tmp_path, mixing=0.5, xflip=True, kimg=0.008), dataset=data, config=TINY, log=quiet)
+    resumed = train(tiny_options(tmp_path, mixing=0.5, xflip=True, resume=str(half)), dataset=data, log=quiet)
+    assert len({full, half, resumed}) == 3  # every run gets its own numbered directory
+    a, b = final_state(full), final_state(resumed)
+    assert a["step"] == b["step"] == 8 and a["images_seen"] == b["images_seen"] == 16
+    assert_same_weights(a, b)
+    for key in ("g_opt", "d_opt"):
+        for slot, state in a[key]["state"].items():
+            torch.testing.assert_close(b[key]["state"][slot]["exp_avg_sq"], state["exp_avg_sq"], rtol=1e-6, atol=1e-9)
+    info = json.loads((resumed / "training_options.json").read_text())
+    assert info["start_step"] == 4 and info["resumed_from"] == str(half)
+    # the run's outputs: log, stats per tick, grids, and a checkpoint that ssgan.load_checkpoint reads
+    stats = [json.loads(line) for line in (full / "stats.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in stats] == [2, 4, 6, 8] and all(math.isfinite(s["d_loss"]) for s in stats)
+    assert "r1_seg" in stats[0] and "path_penalty" in stats[0] and "mask_loss" in stats[0]
+    assert "tick 4" in (full / "log.txt").read_text()
+    assert list(full.glob("samples-*.png"))
+    ckpt = ssgan.load_checkpoint(full / "network-final.safetensors")
+    for name, t in ckpt.g_ema.state_dict().items():
+        torch.testing.assert_close(t, a["G_ema"][name])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_snapshot(tmp_path, monkeypatch):
+    real = losses.g_nonsaturating
+    calls = []
+
+    def poisoned(logits):
+        calls.append(1)
+        return real(logits) * (float("nan") if len(calls) == 4 else 1.0)
+
+    monkeypatch.setattr(losses, "g_nonsaturating", poisoned)
+    opts = tiny_options(tmp_path, path_reg=0.0)
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 3.*g_loss=nan"):
+        train(opts, dataset=TinyData(), config=TINY, log=quiet)
+    run_dir = next((tmp_path / "runs").iterdir())
+    snaps = list_snapshots(run_dir)
+    assert [p.name for p in snaps] == ["snapshot-000000004.pt"]  # after step 2; nothing written after the NaN
+    state = load_snapshot(snaps[-1])
+    assert all(torch.isfinite(t).all() for t in state["G"].values())
+    assert "stopping: non-finite loss" in (run_dir / "log.txt").read_text()
+
+
+def test_image_only_with_freeze_local_keeps_the_ema_local_generators(tmp_path):
+    trainer = Trainer(tiny_options(tmp_path, image_only=True, freeze_local=True, kimg=0.004), dataset=TinyData(),
+                      config=TINY, log=quiet)  # fmt: skip
+    assert trainer.opts.lambda_mask == 0
+    before = {k: v.clone() for k, v in trainer.G_ema.state_dict().items()}
+    seg_branch = {k: v.clone() for k, v in trainer.D.seg_branch.state_dict().items()}
+    image = torch.rand(2, 3, 16, 16) * 2 - 1
+    trainer.step = 1  # a plain step (no lazy regularisation)
+    stats = trainer.train_step(image, None)
+    assert "mask_loss" not in stats and math.isfinite(stats["g_loss"])
+    after = trainer.G_ema.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("local."))
+    assert not torch.equal(after["mapping.layers.0.weight"], before["mapping.layers.0.weight"])
+    assert all(torch.equal(trainer.D.seg_branch.state_dict()[k], v) for k, v in seg_branch.items())
+
+
+def test_sample_grid_layout():
+    G = ssgan.Generator(TINY)
+    with torch.no_grad():
+        out = G(z=torch.randn(3, TINY.style_dim))
+    grid = sample_grid(out, TINY.num_classes)
+    rows = 3 + TINY.num_classes - 1  # image, seg, coarse, then one depth row per foreground class
+    assert grid.shape == (rows * 16, 3 * 16, 3) and grid.dtype == np.uint8
+
+
+def test_bad_options_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="--batch 6 must be divisible"):
+        Trainer(tiny_options(tmp_path, batch=6), dataset=TinyData(), config=TINY, log=quiet)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        Trainer(tiny_options(tmp_path, precision="bf16"), dataset=TinyData(), config=TINY, log=quiet, device="cpu")
+    with pytest.raises(ValueError, match="unknown metrics"):
+        Trainer(tiny_options(tmp_path, metrics=("fid", "bogus")), dataset=TinyData(), config=TINY, log=quiet)
+
+
+# --- the command line ---------------------------------------------------------------------------
+def test_cli_train_then_metrics(tmp_path, capsys):
+    """`ssgan train` on a folder dataset with the demo preset for one step, then `ssgan metrics` on the run."""
+    from PIL import Image
+
+    from ssgan.cli import main
+
+    cfg = ssgan.preset("demo")
+    for sub in ("images", "masks"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "data" / "images" / f"{i}.png")
+        labels = rng.integers(0, cfg.num_classes, (64, 64), dtype=np.uint8)
+        Image.fromarray(labels, mode="L").save(tmp_path / "data" / "masks" / f"{i}.png")
+    out = tmp_path / "runs"
+    argv = ["train", "--data", str(tmp_path / "data"), "--preset", "demo", "--out", str(out), "--kimg", "0.002",
+            "--batch", "2", "--metrics", "none", "--lr", "0.001", "--mixing", "0", "--grid", "2"]  # fmt: skip
+    assert main(argv) == 0
+    run_dir = out / "00000-demo-data"
+    info = json.loads((run_dir / "training_options.json").read_text())
+    assert info["options"]["lr"] == 0.001 and info["options"]["batch"] == 2 and info["options"]["r1_seg"] == 1000
+    assert info["config"]["class_names"] == list(cfg.class_names)
+    assert (run_dir / "network-final.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["metrics", str(run_dir), "--metrics", "classes", "--num", "2", "--batch", "2", "--out", str(run_dir)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert set(results["class_presence"]) == set(cfg.class_names)
+    assert (run_dir / "metric-class_area.jsonl").is_file()
+    assert main(argv[:-2] + ["--batch", "6"]) == 2  # a bad option is an error that names it
+    assert "--batch 6 must be divisible" in capsys.readouterr().err
