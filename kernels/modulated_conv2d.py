@@ -235,6 +235,10 @@ def _dot_precision(dtype):
     return "tf32" if dtype == torch.float32 and allow else "ieee"
 
 
+def _acc_type(dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
 def _configs(keys, interpreter_sizes):
     if interpreting():  # the interpreter cannot autotune over several configs; few, large steps run fastest there
         return [triton.Config(dict(zip(keys, interpreter_sizes)), num_warps=4)]
@@ -261,7 +265,7 @@ def _conv_forward(x, weight, in_scale, out_scale, up, bias, noise, noise_strengt
         *noise_strides, *y.stride(), *z.stride(),
         K=k, FLIP=False, P_IN=1, P_OUT=up,
         HAS_IN_SCALE=True, HAS_OUT_SCALE=out_scale is not None, HAS_NOISE=noise is not None,
-        EPILOGUE=bias is not None, STORE_Z=store_z, IS_FP64=x.dtype == torch.float64,
+        EPILOGUE=bias is not None, STORE_Z=store_z, ACC_TYPE=_acc_type(x.dtype),
         DOT_PRECISION=_dot_precision(x.dtype),
     )
     return y, z
@@ -281,7 +285,7 @@ def _conv_input_grad(grad, weight, out_scale, up, x_shape):
         0, 0, 0, *u.stride(), *u.stride(),
         K=k, FLIP=True, P_IN=up, P_OUT=1,
         HAS_IN_SCALE=out_scale is not None, HAS_OUT_SCALE=False, HAS_NOISE=False,
-        EPILOGUE=False, STORE_Z=False, IS_FP64=grad.dtype == torch.float64,
+        EPILOGUE=False, STORE_Z=False, ACC_TYPE=_acc_type(grad.dtype),
         DOT_PRECISION=_dot_precision(grad.dtype),
     )
     return u
@@ -298,7 +302,7 @@ def _conv_weight_grad(grad, out_scale, x, in_scale, weight_shape, up):
         n, in_ch, gemm_out, h, w,
         *grad.stride(), *(out_scale.stride() if out_scale is not None else (0, 0)),
         *x.stride(), *in_scale.stride(), *dw.stride(),
-        K=k, P_OUT=up, HAS_OUT_SCALE=out_scale is not None, IS_FP64=x.dtype == torch.float64,
+        K=k, P_OUT=up, HAS_OUT_SCALE=out_scale is not None, ACC_TYPE=_acc_type(x.dtype),
         DOT_PRECISION=_dot_precision(x.dtype),
     )
     return dw
@@ -322,7 +326,7 @@ if triton is not None:
         szn, szc, szh, szw,
         K: tl.constexpr, FLIP: tl.constexpr, P_IN: tl.constexpr, P_OUT: tl.constexpr,
         HAS_IN_SCALE: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, HAS_NOISE: tl.constexpr,
-        EPILOGUE: tl.constexpr, STORE_Z: tl.constexpr, IS_FP64: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        EPILOGUE: tl.constexpr, STORE_Z: tl.constexpr, ACC_TYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
         BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr,
     ):
         """Implicit-GEMM "same" convolution of one sample over an H x W grid of pixels.
@@ -331,7 +335,6 @@ if triton is not None:
         (c // P_IN % P_IN, c % P_IN); GEMM channel o of the output (of C_out) is channel o // P_OUT^2
         of y at phase (o // P_OUT % P_OUT, o % P_OUT). Scales are indexed by the true channels.
         """
-        acc_type = tl.float64 if IS_FP64 else tl.float32
         pid_p = tl.program_id(0)
         pid_o = tl.program_id(1)
         n = tl.program_id(2).to(tl.int64)
@@ -358,7 +361,7 @@ if triton is not None:
         x_step = (BLOCK_I // (P_IN * P_IN)) * sxc
         s_step = (BLOCK_I // (P_IN * P_IN)) * sin_c
         w_step = BLOCK_I * swi
-        acc = tl.zeros([BLOCK_P, BLOCK_O], dtype=acc_type)
+        acc = tl.zeros([BLOCK_P, BLOCK_O], dtype=ACC_TYPE)
         for ky in tl.static_range(K):
             hy = ph + (ky - K // 2)
             row_ok = p_in & (hy >= 0) & (hy < H)
@@ -375,8 +378,8 @@ if triton is not None:
                     i_in = offs_i < C_in - i0
                     xt = tl.load(x_ptrs, mask=ok[:, None] & i_in[None, :], other=0)
                     if HAS_IN_SCALE:
-                        scale = tl.load(s_ptrs, mask=i_in, other=0).to(acc_type)
-                        xt = (xt.to(acc_type) * scale[None, :]).to(x_ptr.dtype.element_ty)
+                        scale = tl.load(s_ptrs, mask=i_in, other=0).to(ACC_TYPE)
+                        xt = (xt.to(ACC_TYPE) * scale[None, :]).to(x_ptr.dtype.element_ty)
                         s_ptrs += s_step
                     wt = tl.load(w_ptrs, mask=i_in[:, None] & o_in[None, :], other=0)
                     acc = tl.dot(xt, wt, acc, input_precision=DOT_PRECISION)
@@ -391,12 +394,12 @@ if triton is not None:
             z_at = z_ptr + n * szn + out_chan[None, :] * szc + oy * szh + ox * szw
             tl.store(z_at, acc.to(z_ptr.dtype.element_ty), mask=mask)
         if HAS_OUT_SCALE:
-            acc *= tl.load(out_scale_ptr + n * sout_n + out_chan * sout_c, mask=o_in, other=0).to(acc_type)[None, :]
+            acc *= tl.load(out_scale_ptr + n * sout_n + out_chan * sout_c, mask=o_in, other=0).to(ACC_TYPE)[None, :]
         if EPILOGUE:
             if HAS_NOISE:
-                noise = tl.load(noise_ptr + n * snn + oy * snh + ox * snw, mask=mask, other=0).to(acc_type)
-                acc += tl.load(strength_ptr).to(acc_type) * noise
-            acc += tl.load(bias_ptr + out_chan, mask=o_in, other=0).to(acc_type)[None, :]
+                noise = tl.load(noise_ptr + n * snn + oy * snh + ox * snw, mask=mask, other=0).to(ACC_TYPE)
+                acc += tl.load(strength_ptr).to(ACC_TYPE) * noise
+            acc += tl.load(bias_ptr + out_chan, mask=o_in, other=0).to(ACC_TYPE)[None, :]
             acc = tl.where(acc > 0, acc, acc * 0.2) * 1.4142135623730951
         tl.store(y_ptr + n * syn + out_chan[None, :] * syc + oy * syh + ox * syw, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -410,12 +413,11 @@ if triton is not None:
         sxn, sxc, sxh, sxw,
         sin_n, sin_c,
         sdo, sdi, sdy, sdx,
-        K: tl.constexpr, P_OUT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, IS_FP64: tl.constexpr,
+        K: tl.constexpr, P_OUT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, ACC_TYPE: tl.constexpr,
         DOT_PRECISION: tl.constexpr,
         BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_P: tl.constexpr,
     ):
         """One tap of the weight gradient: a [BLOCK_O, BLOCK_I] tile reduced over samples and pixels."""
-        acc_type = tl.float64 if IS_FP64 else tl.float32
         pid_o = tl.program_id(0)
         pid_i = tl.program_id(1)
         tap = tl.program_id(2)
@@ -427,7 +429,7 @@ if triton is not None:
         i_in = offs_i < C_in
         out_chan = offs_o // (P_OUT * P_OUT)
         g_chan = out_chan * sgc + (offs_o // P_OUT % P_OUT) * sgh + (offs_o % P_OUT) * sgw  # [BLOCK_O]
-        acc = tl.zeros([BLOCK_O, BLOCK_I], dtype=acc_type)
+        acc = tl.zeros([BLOCK_O, BLOCK_I], dtype=ACC_TYPE)
         for p0 in range(0, H * W, BLOCK_P):
             offs_p = p0 + tl.arange(0, BLOCK_P)
             ph = offs_p // W
@@ -445,12 +447,12 @@ if triton is not None:
             for n in range(N):  # pointers advance per sample: no int32 overflow on large batches
                 gt = tl.load(g_ptrs, mask=g_mask, other=0)
                 if HAS_OUT_SCALE:
-                    g_scale = tl.load(g_scale_ptrs, mask=o_in, other=0).to(acc_type)
-                    gt = (gt.to(acc_type) * g_scale[:, None]).to(g_ptr.dtype.element_ty)
+                    g_scale = tl.load(g_scale_ptrs, mask=o_in, other=0).to(ACC_TYPE)
+                    gt = (gt.to(ACC_TYPE) * g_scale[:, None]).to(g_ptr.dtype.element_ty)
                     g_scale_ptrs += sout_n
-                x_scale = tl.load(x_scale_ptrs, mask=i_in, other=0).to(acc_type)
+                x_scale = tl.load(x_scale_ptrs, mask=i_in, other=0).to(ACC_TYPE)
                 xt = tl.load(x_ptrs, mask=x_mask, other=0)
-                xt = (xt.to(acc_type) * x_scale[None, :]).to(x_ptr.dtype.element_ty)
+                xt = (xt.to(ACC_TYPE) * x_scale[None, :]).to(x_ptr.dtype.element_ty)
                 acc = tl.dot(gt, xt, acc, input_precision=DOT_PRECISION)
                 g_ptrs += sgn
                 x_ptrs += sxn
