@@ -156,6 +156,13 @@ def run_invert(args):
     if args.perceptual:
         perceptual = I.FeatureLoss.from_file(args.perceptual, device=G.local.weight.device)
     loss = I.ReconstructionLoss(perceptual, args.pixel_weight)
+    encoder = None
+    if args.encoder:
+        from ssgan.encoder import load_encoder
+
+        if args.mode != "w+":
+            raise ValueError("--encoder predicts W+ latents; use it with --mode w+")
+        encoder = load_encoder(args.encoder).to(G.local.weight.device)
     out = _out(args)
     suffix = "." + args.latent_format
     for start in range(0, len(paths), args.batch):
@@ -163,8 +170,13 @@ def run_invert(args):
         images = I.load_images(batch, cfg.size, resize=not args.no_resize)
         log = lambda step, value: (step + 1) % 50 == 0 and print(f"  step {step + 1}: loss {value:.4f}")  # noqa: E731
         print(f"inverting {', '.join(p.name for p in batch)}")
-        result = I.invert(G, images, args.mode, args.steps, args.lr, loss, args.w_reg, args.noise_mode,
-                          finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr, callback=log)  # fmt: skip
+        init = None
+        if encoder is not None:
+            from ssgan.encoder import encode
+
+            init, _ = encode(encoder, G, images.to(G.local.weight.device), args.encoder_iters)
+        result = I.invert(G, images, args.mode, args.steps, args.lr, loss, args.w_reg, args.noise_mode, init,
+                          args.finetune_steps, args.finetune_lr, callback=log)  # fmt: skip
         plain = E.render(G, result.w_plus, noise_mode=args.noise_mode) if result.generator is not None else result
         recon, labels = E.to_uint8(plain.image), E.seg_labels(plain.seg)
         for j, path in enumerate(batch):
@@ -180,6 +192,26 @@ def run_invert(args):
             ssgan.save_checkpoint(out / "tuned" / f"{batch[0].stem}.safetensors", cfg, result.generator)
         print(f"  loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")
     print(f"wrote recon/, latents/ and masks/ for {len(paths)} images to {out}")
+
+
+# --- ssgan train-encoder ---------------------------------------------------------------------------
+
+
+def run_train_encoder(args):
+    from ssgan import encoder as enc
+
+    G = _model(args)
+    model = enc.LatentEncoder(G.cfg, width=args.width)
+
+    def log(step, loss):
+        if (step + 1) % 50 == 0 or step == 0:
+            print(f"step {step + 1}: loss {loss:.5f}")
+        if (step + 1) % args.save_every == 0:
+            enc.save_encoder(args.out, model)
+
+    enc.train_encoder(G, args.steps, args.batch, args.iters, args.lr, args.pixel_weight, args.mixing, args.seed,
+                      encoder=model, callback=log)  # fmt: skip
+    print(f"wrote {enc.save_encoder(args.out, model)}")
 
 
 # --- ssgan fit-direction --------------------------------------------------------------------------
@@ -257,7 +289,23 @@ def register(sub):
     p.add_argument("--batch", type=int, default=1, help="images inverted (and tuned) together")
     p.add_argument("--latent-format", default="npy", choices=("npy", "safetensors"))
     p.add_argument("--no-resize", action="store_true", help="refuse images that are not already the model size")
+    p.add_argument("--encoder", help="start from this trained encoder's prediction (see train-encoder)")
+    p.add_argument("--encoder-iters", type=int, default=5, help="encoder refinement iterations")
     p.set_defaults(run=run_invert)
+
+    p = sub.add_parser("train-encoder", help="train a small ReStyle-style W+ encoder on generated samples")
+    p.add_argument("--ckpt", required=True, help="checkpoint: ssgan .safetensors or an original SemanticStyleGAN .pt")
+    p.add_argument("--out", required=True, help="encoder file to write (.safetensors)")
+    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--iters", type=int, default=3, help="refinement iterations per step")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--pixel-weight", type=float, default=0.0, help="add pixel MSE through G (slower)")
+    p.add_argument("--mixing", type=float, default=0.5, help="share of style-mixed training codes")
+    p.add_argument("--width", type=int, default=32, help="first conv width of the encoder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=1000)
+    p.set_defaults(run=run_train_encoder)
 
     p = sub.add_parser("fit-direction", help="fit an InterFaceGAN-style direction from latents and binary labels",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
