@@ -89,7 +89,7 @@ def test_path_length_of_a_linear_map():
     lengths = losses.path_lengths(image, w)
     expected = weight.detach().square().sum() / (S * S * N)
     assert lengths.square().mean().item() == pytest.approx(expected.item(), rel=0.1)
-    penalty, new_mean, batch_mean = losses.path_length_penalty(image, w, 0.0, 0.01)
+    penalty, new_mean, batch_mean = losses.path_length_penalty(lengths, 0.0, 0.01)
     assert new_mean == pytest.approx(0.01 * batch_mean.item())
     assert penalty.requires_grad
 

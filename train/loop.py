@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -132,7 +133,9 @@ class TrainingDiverged(RuntimeError):
 # --- the modules DDP wraps: one forward per optimiser step kind ---------------------------------
 class GeneratorStep(nn.Module):
     """Latents (with style mixing) -> random-noise synthesis; returns only the outputs asked for, so that
-    DDP's unused-parameter search sees exactly the parameters the step's loss depends on."""
+    DDP's unused-parameter search sees exactly the parameters the step's loss depends on. The output
+    "path_lengths" is computed inside the forward: DDP hands back copies of the outputs, so a gradient
+    w.r.t. the latents must be taken before they leave it."""
 
     def __init__(self, G, mixing):
         super().__init__()
@@ -143,7 +146,10 @@ class GeneratorStep(nn.Module):
         device = G.local.weight.device
         w_plus = losses.sample_w_plus(G.mapping, G.layout, G.mix, batch, G.cfg.style_dim, self.mixing, device)
         out = G.synthesis(G.expand(w_plus), noise_mode="random")
-        return tuple(getattr(out, name) for name in outputs)
+        values = {name: getattr(out, name) for name in outputs if name != "path_lengths"}
+        if "path_lengths" in outputs:
+            values["path_lengths"] = losses.path_lengths(out.image.float(), out.w_expanded)
+        return tuple(values[name] for name in outputs)
 
 
 class DiscriminatorStep(nn.Module):
@@ -317,8 +323,10 @@ class Trainer:
             ddp = dict(broadcast_buffers=False, find_unused_parameters=True)
             if self.device.type == "cuda":
                 ddp["device_ids"] = [self.device]
-            self.g_step = nn.parallel.DistributedDataParallel(self.g_step, **ddp)
-            self.d_step = nn.parallel.DistributedDataParallel(self.d_step, **ddp)
+            with warnings.catch_warnings():  # broadcast_buffers=False is what we want: G's noise maps stay per rank
+                warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
+                self.g_step = nn.parallel.DistributedDataParallel(self.g_step, **ddp)
+                self.d_step = nn.parallel.DistributedDataParallel(self.d_step, **ddp)
 
         self.dataset = dataset if dataset is not None else self._open_dataset()
         self.global_batch = opts.batch * world_size
@@ -469,16 +477,16 @@ class Trainer:
         if opts.path_reg > 0 and self.step % opts.g_reg_every == 0:
             path_batch = max(1, B // opts.path_batch_shrink)
             with self.autocast:
-                image, w_expanded = self.g_step(path_batch, outputs=("image", "w_expanded"))
-            penalty, self.mean_path_length, lengths = losses.path_length_penalty(
-                image.float(), w_expanded, self.mean_path_length, opts.path_decay
+                image, lengths = self.g_step(path_batch, outputs=("image", "path_lengths"))
+            penalty, self.mean_path_length, mean_length = losses.path_length_penalty(
+                lengths, self.mean_path_length, opts.path_decay
             )
             self._check(path_penalty=penalty)
             self.g_opt.zero_grad(set_to_none=True)
             # 0*image: every parameter the image depends on gets a gradient (DDP needs them all)
             (opts.path_reg * opts.g_reg_every * penalty + 0 * image[0, 0, 0, 0]).backward()
             self.g_opt.step()
-            stats.update(path_penalty=penalty, path_length=lengths)
+            stats.update(path_penalty=penalty, path_length=mean_length)
 
         # 5. EMA (parameters only; --freeze-local keeps G_ema's local generators fixed)
         update_ema(self.G_ema, G, self.ema_decay, ("local.",) if opts.freeze_local else ())

@@ -58,12 +58,12 @@ def path_lengths(image, w_expanded):
     return grad.square().sum(2).mean(1).sqrt()  # [B]
 
 
-def path_length_penalty(image, w_expanded, mean_path_length, decay):
+def path_length_penalty(lengths, mean_path_length, decay):
     """StyleGAN2 path-length penalty: mean (|J^T y| - a)^2 with a a running mean of the path lengths.
 
-    Returns the penalty, the updated running mean (a float) and the batch's mean path length.
+    lengths: [B] from `path_lengths`. Returns the penalty, the updated running mean (a float) and the
+    batch's mean path length.
     """
-    lengths = path_lengths(image, w_expanded)
     batch_mean = lengths.mean().detach()
     new_mean = mean_path_length + decay * (batch_mean.item() - mean_path_length)
     penalty = (lengths - new_mean).square().mean()
