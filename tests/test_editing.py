@@ -18,7 +18,7 @@ CFG = SSGConfig(size=64, style_dim=8, class_names=("bg", "face", "hair"), transp
 
 @pytest.fixture(scope="module")
 def G(official_small):
-    return official_small[0].g_ema.requires_grad_(False)
+    return official_small[0].g_ema
 
 
 def ckpt():

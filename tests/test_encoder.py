@@ -14,7 +14,7 @@ from conftest import shared_path
 
 @pytest.fixture(scope="module")
 def G(official_small):
-    return official_small[0].g_ema.requires_grad_(False)
+    return official_small[0].g_ema
 
 
 def test_encoder_starts_at_w_avg(G):

@@ -15,7 +15,7 @@ from conftest import shared_path
 
 @pytest.fixture(scope="module")
 def G(official_small):
-    return official_small[0].g_ema.requires_grad_(False)
+    return official_small[0].g_ema
 
 
 def face(i=0):
