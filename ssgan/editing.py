@@ -434,7 +434,8 @@ class Locality:
 
 
 def locality_of(before, after, region, dilate=0):
-    """Locality of an edit of class `region` (index) from the GeneratorOutputs before and after it."""
+    """Locality of an edit of class `region` (index) from the GeneratorOutputs before and after it.
+    For an edit of several classes, measure each: the others then count as "outside"."""
     labels_before, labels_after = before.seg.argmax(1), after.seg.argmax(1)  # [B, S, S]
     inside = (labels_before == region).float()[:, None]  # [B, 1, S, S]
     if dilate > 0:

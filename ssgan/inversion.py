@@ -183,6 +183,7 @@ def invert(G, images, mode="w+", steps=400, lr=0.1, loss=None, w_reg=1.0, noise_
         for group in opt.param_groups:
             group["lr"] = projector_lr(step, steps, lr)
         out = G(w=w, noise_mode=noise_mode)
+        # Summed over samples, so that (with Adam) each image's latent moves as if inverted alone.
         total = loss(out.image, images).sum() + w_reg * (w - w_avg).square().mean() * B
         opt.zero_grad(set_to_none=True)
         total.backward(inputs=[w])
@@ -197,7 +198,7 @@ def invert(G, images, mode="w+", steps=400, lr=0.1, loss=None, w_reg=1.0, noise_
             G, w_plus, images, finetune_steps, finetune_lr, loss, noise_mode
         )
     with torch.no_grad():
-        out = (result.generator or G)(w=w_plus, noise_mode=noise_mode)
+        out = (G if result.generator is None else result.generator)(w=w_plus, noise_mode=noise_mode)
     result.image, result.seg = out.image, out.seg
     return result
 
