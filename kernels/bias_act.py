@@ -60,9 +60,11 @@ if triton is not None:
     def _bias_act_kernel(
         x_ptr, b_ptr, dy_ptr, out_ptr,
         total, channels, inner, alpha, gain,
-        HAS_BIAS: tl.constexpr, LRELU: tl.constexpr, GRAD: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr,
+        HAS_BIAS: tl.constexpr, LRELU: tl.constexpr, GRAD: tl.constexpr, F64: tl.constexpr,
+        INDEX64: tl.constexpr, BLOCK: tl.constexpr,
     ):
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        pid = tl.program_id(0).to(tl.int64) if INDEX64 else tl.program_id(0)  # 64-bit division only when needed
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
         mask = offs < total
         compute = tl.float64 if F64 else tl.float32
         v = tl.load(x_ptr + offs, mask=mask, other=0).to(compute)
@@ -99,7 +101,8 @@ def _launch(x, bias, dy, dim, act, alpha, gain):
     _bias_act_kernel[(triton.cdiv(total, BLOCK),)](
         x, x if bias is None else bias.contiguous(), x if dy is None else dy, out,
         total, x.shape[dim], inner, float(alpha), float(gain),
-        HAS_BIAS=bias is not None, LRELU=act == "lrelu", GRAD=dy is not None, F64=f64, BLOCK=BLOCK,
+        HAS_BIAS=bias is not None, LRELU=act == "lrelu", GRAD=dy is not None, F64=f64,
+        INDEX64=total + BLOCK >= 2**31, BLOCK=BLOCK,
     )
     return out
 

@@ -131,11 +131,12 @@ if triton is not None:
         x_ptr, k_ptr, y_ptr,
         h, w, oh, ow, ohp, owp, total, px0, py0,
         UP: tl.constexpr, DOWN: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-        F64: tl.constexpr, BLOCK: tl.constexpr,
+        F64: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
     ):
         phase_y = tl.program_id(1) // UP
         phase_x = tl.program_id(1) % UP
-        e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        pid = tl.program_id(0).to(tl.int64) if INDEX64 else tl.program_id(0)  # 64-bit division only when needed
+        e = pid * BLOCK + tl.arange(0, BLOCK)
         ix = e % owp
         iy = (e // owp) % ohp
         plane = e // (owp * ohp)
@@ -176,7 +177,7 @@ def _launch(x, kernel, up, down, pads):
         return y
     _upfirdn2d_kernel[(triton.cdiv(total, BLOCK), up * up)](
         x, taps, y, h, w, oh, ow, ohp, owp, total, px0, py0,
-        UP=up, DOWN=down, KH=kh, KW=kw, F64=f64, BLOCK=BLOCK,
+        UP=up, DOWN=down, KH=kh, KW=kw, F64=f64, INDEX64=max(x.numel(), y.numel(), total + BLOCK) >= 2**31, BLOCK=BLOCK,
     )
     return y
 
