@@ -65,6 +65,23 @@ def test_swap_regions_batched_and_bit_identical():
         E.swap_regions(CFG, target, source[:3], "hair")
 
 
+ITEMS = ["base"] + [f"{c}{p}" for c in CFG.class_names for p in ("", ":shape", ":texture")]
+
+
+@given(items=st.lists(st.sampled_from(ITEMS), min_size=1, max_size=4), batch=st.integers(1, 3))
+def test_swap_of_any_spec_changes_exactly_its_slots(items, batch):
+    expected = set()
+    for item in items:
+        name, _, part = item.partition(":")
+        first = 2 + 2 * CFG.class_names.index(name) if name != "base" else 0
+        expected |= {first, first + 1} if not part or name == "base" else {first + (part == "texture")}
+    target, source = torch.randn(batch, CFG.n_latent, 8), torch.randn(1, CFG.n_latent, 8)
+    mixed = E.swap_regions(CFG, target, source, ",".join(items))
+    from_source = (mixed == source).all(-1).all(0)
+    assert set(torch.nonzero(from_source).flatten().tolist()) == expected
+    assert torch.equal(mixed[:, ~from_source], target[:, ~from_source])
+
+
 def test_latent_of_wrong_shape():
     with pytest.raises(ValueError, match=r"W\+ \[B, 8, 8\].*\(2, 7, 8\)"):
         E.swap_regions(CFG, torch.randn(2, 7, 8), torch.randn(2, 8), "hair")
