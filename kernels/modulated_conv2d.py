@@ -239,9 +239,21 @@ def _acc_type(dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _configs(keys, interpreter_sizes):
-    if interpreting():  # the interpreter cannot autotune over several configs; few, large steps run fastest there
-        return [triton.Config(dict(zip(keys, interpreter_sizes)), num_warps=4)]
+def _launch(kernels, grid, args, meta, small_blocks, large_blocks, small):
+    """Run the autotuned kernel on a GPU. The interpreter cannot autotune, and each interpreted op costs about
+    a millisecond: there small problems (the tests) get the smallest blocks, so that partial and multiple
+    tiles are exercised, and large ones big blocks, so that a whole model still runs on the CPU."""
+    jit_kernel, tuned_kernel = kernels
+    if not interpreting():
+        return tuned_kernel[grid](*args, **meta)
+    return jit_kernel[grid](*args, **meta, **(small_blocks if small else large_blocks))
+
+
+def _pow2_between(n, low, high):
+    return min(high, max(low, triton.next_power_of_2(n)))
+
+
+def _tuning_configs(keys):
     sizes = [(64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (128, 128, 32, 8, 3), (64, 32, 32, 4, 4), (32, 64, 64, 4, 3)]
     return [triton.Config(dict(zip(keys, s[:3])), num_warps=s[3], num_stages=s[4]) for s in sizes]
 
@@ -255,7 +267,7 @@ def _conv_forward(x, weight, in_scale, out_scale, up, bias, noise, noise_strengt
     dummy = y  # never read: its pointer stands in for absent operands
     noise_strides = (noise.stride(0) if noise.shape[0] > 1 else 0, noise.stride(2), noise.stride(3)) if noise is not None else (0, 0, 0)
     grid = lambda meta: (triton.cdiv(h * w, meta["BLOCK_P"]), triton.cdiv(gemm_out, meta["BLOCK_O"]), n)  # noqa: E731
-    _scaled_conv_kernel[grid](
+    args = (
         x, weight, in_scale, dummy if out_scale is None else out_scale,
         dummy if noise is None else noise, dummy if noise is None else noise_strength,
         dummy if bias is None else bias, y, z,
@@ -263,12 +275,21 @@ def _conv_forward(x, weight, in_scale, out_scale, up, bias, noise, noise_strengt
         *x.stride(), weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3),
         *in_scale.stride(), *(out_scale.stride() if out_scale is not None else (0, 0)),
         *noise_strides, *y.stride(), *z.stride(),
+    )
+    meta = dict(
         K=k, FLIP=False, P_IN=1, P_OUT=up,
         HAS_IN_SCALE=True, HAS_OUT_SCALE=out_scale is not None, HAS_NOISE=noise is not None,
         EPILOGUE=bias is not None, STORE_Z=store_z, ACC_TYPE=_acc_type(x.dtype),
         DOT_PRECISION=_dot_precision(x.dtype),
     )
+    _launch(_CONV_KERNELS, grid, args, meta, *_conv_blocks(h * w, gemm_out, in_ch))
     return y, z
+
+
+def _conv_blocks(pixels, out_ch, in_ch):
+    small = dict(BLOCK_P=32, BLOCK_O=32, BLOCK_I=16)
+    large = dict(BLOCK_P=256, BLOCK_O=_pow2_between(out_ch, 32, 128), BLOCK_I=_pow2_between(in_ch, 16, 64))
+    return small, large, pixels <= 256
 
 
 def _conv_input_grad(grad, weight, out_scale, up, x_shape):
@@ -277,17 +298,20 @@ def _conv_input_grad(grad, weight, out_scale, up, x_shape):
     gemm_out, k = weight.shape[0], weight.shape[-1]
     u = new_output((n, in_ch, h, w), grad)
     grid = lambda meta: (triton.cdiv(h * w, meta["BLOCK_P"]), triton.cdiv(in_ch, meta["BLOCK_O"]), n)  # noqa: E731
-    _scaled_conv_kernel[grid](
+    args = (
         grad, weight, u if out_scale is None else out_scale, u, u, u, u, u, u,
         gemm_out, in_ch, h, w,
         *grad.stride(), weight.stride(1), weight.stride(0), weight.stride(2), weight.stride(3),
         *(out_scale.stride() if out_scale is not None else (0, 0)), 0, 0,
         0, 0, 0, *u.stride(), *u.stride(),
+    )
+    meta = dict(
         K=k, FLIP=True, P_IN=up, P_OUT=1,
         HAS_IN_SCALE=out_scale is not None, HAS_OUT_SCALE=False, HAS_NOISE=False,
         EPILOGUE=False, STORE_Z=False, ACC_TYPE=_acc_type(grad.dtype),
         DOT_PRECISION=_dot_precision(grad.dtype),
     )
+    _launch(_CONV_KERNELS, grid, args, meta, *_conv_blocks(h * w, in_ch, gemm_out))
     return u
 
 
@@ -297,14 +321,19 @@ def _conv_weight_grad(grad, out_scale, x, in_scale, weight_shape, up):
     gemm_out, _, k, _ = weight_shape
     dw = new_output(weight_shape, x)
     grid = lambda meta: (triton.cdiv(gemm_out, meta["BLOCK_O"]), triton.cdiv(in_ch, meta["BLOCK_I"]), k * k)  # noqa: E731
-    _scaled_conv_weight_grad_kernel[grid](
+    args = (
         grad, dw if out_scale is None else out_scale, x, in_scale, dw,
         n, in_ch, gemm_out, h, w,
         *grad.stride(), *(out_scale.stride() if out_scale is not None else (0, 0)),
         *x.stride(), *in_scale.stride(), *dw.stride(),
+    )
+    meta = dict(
         K=k, P_OUT=up, HAS_OUT_SCALE=out_scale is not None, ACC_TYPE=_acc_type(x.dtype),
         DOT_PRECISION=_dot_precision(x.dtype),
     )
+    small = h * w <= 256
+    large = dict(BLOCK_O=_pow2_between(gemm_out, 32, 128), BLOCK_I=_pow2_between(in_ch, 32, 64), BLOCK_P=1024)
+    _launch(_WEIGHT_GRAD_KERNELS, grid, args, meta, dict(BLOCK_O=32, BLOCK_I=32, BLOCK_P=64), large, small)
     return dw
 
 
@@ -313,7 +342,6 @@ def _conv_weight_grad(grad, out_scale, x, in_scale, weight_shape, up):
 
 if triton is not None:
 
-    @triton.autotune(configs=_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I"), (32, 32, 16)), key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"])
     @triton.jit
     def _scaled_conv_kernel(
         x_ptr, w_ptr, in_scale_ptr, out_scale_ptr, noise_ptr, strength_ptr, bias_ptr, y_ptr, z_ptr,
@@ -403,7 +431,6 @@ if triton is not None:
             acc = tl.where(acc > 0, acc, acc * 0.2) * 1.4142135623730951
         tl.store(y_ptr + n * syn + out_chan[None, :] * syc + oy * syh + ox * syw, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
-    @triton.autotune(configs=_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P"), (32, 32, 64)), key=["C_in", "C_out", "H", "W", "K", "P_OUT"])
     @triton.jit
     def _scaled_conv_weight_grad_kernel(
         g_ptr, out_scale_ptr, x_ptr, in_scale_ptr, dw_ptr,
@@ -459,3 +486,16 @@ if triton is not None:
                 x_scale_ptrs += sin_n
         dw_at = dw_ptr + offs_o[:, None] * sdo + offs_i[None, :] * sdi + ky * sdy + kx * sdx
         tl.store(dw_at, acc.to(dw_ptr.dtype.element_ty), mask=o_in[:, None] & i_in[None, :])
+
+    _CONV_KERNELS = (
+        _scaled_conv_kernel,
+        triton.autotune(_tuning_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I")), key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"])(
+            _scaled_conv_kernel
+        ),
+    )
+    _WEIGHT_GRAD_KERNELS = (
+        _scaled_conv_weight_grad_kernel,
+        triton.autotune(_tuning_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P")), key=["C_in", "C_out", "H", "W", "K", "P_OUT"])(
+            _scaled_conv_weight_grad_kernel
+        ),
+    )

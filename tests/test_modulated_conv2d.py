@@ -82,9 +82,7 @@ def test_gradients_match_reference(case, dtype):
         assert_close(g, r, 1e-5 if dtype == torch.float32 else 1e-2, name)
 
 
-def test_gradients_span_several_tiles():
-    """Every grid axis and reduction loop with more than one (partial) block: pixels, outputs, inputs."""
-    case = dict(batch=2, in_ch=35, out_ch=33, height=9, width=9, kernel=3, up=1, shared=False, demodulate=True, styled=True, noise_batch=-1)
+def check_float32_forward_and_gradients(case):
     tensors = make_inputs(case, requires_grad=True)
     ref_inputs = {k: t.detach().clone().requires_grad_() for k, t in tensors.items()}
     out, ref = run(case, tensors, "triton"), run(case, ref_inputs, "reference")
@@ -93,6 +91,18 @@ def test_gradients_span_several_tiles():
     grads = torch.autograd.grad(out, list(tensors.values()), grad)
     for name, g, r in zip(tensors, grads, torch.autograd.grad(ref, list(ref_inputs.values()), grad)):
         assert_close(g, r, 1e-5, name)
+
+
+def test_gradients_span_several_tiles():
+    """Every grid axis and reduction loop with more than one (partial) block: pixels, outputs, inputs."""
+    case = dict(batch=2, in_ch=35, out_ch=33, height=9, width=9, kernel=3, up=1, shared=False, demodulate=True, styled=True, noise_batch=-1)
+    check_float32_forward_and_gradients(case)
+
+
+def test_large_problem_blocks():
+    """Over 256 pixels the interpreter switches to large blocks (as a GPU's autotuner may): check that path too."""
+    case = dict(batch=2, in_ch=20, out_ch=9, height=17, width=16, kernel=3, up=2, shared=True, demodulate=True, styled=True, noise_batch=1)
+    check_float32_forward_and_gradients(case)
 
 
 @pytest.mark.parametrize(
