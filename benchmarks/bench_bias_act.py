@@ -15,9 +15,11 @@ _compiled = None
 
 
 def compiled_reference(*args, **kwargs):
+    """torch.compile of the reference with static shapes: one graph per case, dtype and grad mode."""
     global _compiled
     if _compiled is None:
-        _compiled = torch.compile(bias_act_reference)
+        torch._dynamo.config.recompile_limit = 64  # the default 8 would send later cases back to eager
+        _compiled = torch.compile(bias_act_reference, dynamic=False)
     return _compiled(*args, **kwargs)
 
 
