@@ -8,12 +8,12 @@ noise + bias + leaky-ReLU epilogue against the same Triton conv followed by sepa
 
     pytest benchmarks/bench_modulated_conv2d.py --benchmark-enable
 """
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import requires_cuda, synchronized
 from ssgan.kernels.bias_act import bias_act
 from ssgan.kernels.modulated_conv2d import modulated_conv2d, styled_conv2d

@@ -17,6 +17,7 @@ coefficients applied in the epilogue (with noise * strength + bias + leaky ReLU 
 zero-upsampled input, whose four output phases (y[2m+py, 2n+px]) are four 3x3 "same" convolutions of
 x: the kernel runs them as one convolution with 4*O output channels and writes each phase in place.
 """
+
 import math
 
 import torch
@@ -46,7 +47,9 @@ def modulated_conv2d_reference(x, weight, styles, demodulate=True, up=1):
         raise ValueError(f"x of shape {tuple(x.shape)} does not fit a weight with {in_ch} input channels")
     shared = styles.ndim == 1
     if styles.shape[-1] != in_ch or (not shared and styles.shape[0] != x.shape[0]):
-        raise ValueError(f"styles of shape {tuple(styles.shape)} do not fit x {tuple(x.shape)} and weight {tuple(weight.shape)}")
+        raise ValueError(
+            f"styles of shape {tuple(styles.shape)} do not fit x {tuple(x.shape)} and weight {tuple(weight.shape)}"
+        )
     scale = 1 / math.sqrt(in_ch * kh * kw)
     if shared:
         w = weight * (styles * scale)[None, :, None, None]  # [O, I, kh, kw]
@@ -133,7 +136,7 @@ def scaled_conv2d_reference(x, weight, in_scale, out_scale, up=1, bias=None, noi
 
 
 def _check_triton_args(x, weight, up, bias, noise, noise_strength):
-    out_ch, in_ch, kh, kw = weight.shape
+    out_ch, _, kh, kw = weight.shape
     if x.dtype != weight.dtype:
         raise ValueError(f"x ({x.dtype}) and weight ({weight.dtype}) must have the same dtype")
     if kh != kw or kh % 2 == 0:
@@ -157,7 +160,9 @@ def _modulated_conv2d_triton(x, weight, styles, demodulate, up, bias=None, noise
     if x.ndim != 4 or x.shape[1] != in_ch:
         raise ValueError(f"x of shape {tuple(x.shape)} does not fit a weight with {in_ch} input channels")
     if styles.ndim not in (1, 2) or styles.shape[-1] != in_ch or (styles.ndim == 2 and styles.shape[0] != x.shape[0]):
-        raise ValueError(f"styles of shape {tuple(styles.shape)} do not fit x {tuple(x.shape)} and weight {tuple(weight.shape)}")
+        raise ValueError(
+            f"styles of shape {tuple(styles.shape)} do not fit x {tuple(x.shape)} and weight {tuple(weight.shape)}"
+        )
     _check_triton_args(x, weight, up, bias, noise, noise_strength)
     if triton is None:
         raise RuntimeError("impl='triton' was requested but triton is not installed")
@@ -254,7 +259,14 @@ def _pow2_between(n, low, high):
 
 
 def _tuning_configs(keys):
-    sizes = [(64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (128, 128, 32, 8, 3), (64, 32, 32, 4, 4), (32, 64, 64, 4, 3)]
+    sizes = [
+        (64, 64, 32, 4, 3),
+        (128, 64, 32, 4, 3),
+        (64, 128, 32, 4, 3),
+        (128, 128, 32, 8, 3),
+        (64, 32, 32, 4, 4),
+        (32, 64, 64, 4, 3),
+    ]
     return [triton.Config(dict(zip(keys, s[:3])), num_warps=s[3], num_stages=s[4]) for s in sizes]
 
 
@@ -265,21 +277,48 @@ def _conv_forward(x, weight, in_scale, out_scale, up, bias, noise, noise_strengt
     y = new_output((n, gemm_out // (up * up), h * up, w * up), x)
     z = new_output(y.shape, y) if store_z else y
     dummy = y  # never read: its pointer stands in for absent operands
-    noise_strides = (noise.stride(0) if noise.shape[0] > 1 else 0, noise.stride(2), noise.stride(3)) if noise is not None else (0, 0, 0)
-    grid = lambda meta: (triton.cdiv(h * w, meta["BLOCK_P"]), triton.cdiv(gemm_out, meta["BLOCK_O"]), n)  # noqa: E731
+    noise_strides = (
+        (noise.stride(0) if noise.shape[0] > 1 else 0, noise.stride(2), noise.stride(3))
+        if noise is not None
+        else (0, 0, 0)
+    )
+    grid = lambda meta: (triton.cdiv(h * w, meta["BLOCK_P"]), triton.cdiv(gemm_out, meta["BLOCK_O"]), n)
     args = (
-        x, weight, in_scale, dummy if out_scale is None else out_scale,
-        dummy if noise is None else noise, dummy if noise is None else noise_strength,
-        dummy if bias is None else bias, y, z,
-        in_ch, gemm_out, h, w,
-        *x.stride(), weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3),
-        *in_scale.stride(), *(out_scale.stride() if out_scale is not None else (0, 0)),
-        *noise_strides, *y.stride(), *z.stride(),
+        x,
+        weight,
+        in_scale,
+        dummy if out_scale is None else out_scale,
+        dummy if noise is None else noise,
+        dummy if noise is None else noise_strength,
+        dummy if bias is None else bias,
+        y,
+        z,
+        in_ch,
+        gemm_out,
+        h,
+        w,
+        *x.stride(),
+        weight.stride(0),
+        weight.stride(1),
+        weight.stride(2),
+        weight.stride(3),
+        *in_scale.stride(),
+        *(out_scale.stride() if out_scale is not None else (0, 0)),
+        *noise_strides,
+        *y.stride(),
+        *z.stride(),
     )
     meta = dict(
-        K=k, FLIP=False, P_IN=1, P_OUT=up,
-        HAS_IN_SCALE=True, HAS_OUT_SCALE=out_scale is not None, HAS_NOISE=noise is not None,
-        EPILOGUE=bias is not None, STORE_Z=store_z, ACC_TYPE=_acc_type(x.dtype),
+        K=k,
+        FLIP=False,
+        P_IN=1,
+        P_OUT=up,
+        HAS_IN_SCALE=True,
+        HAS_OUT_SCALE=out_scale is not None,
+        HAS_NOISE=noise is not None,
+        EPILOGUE=bias is not None,
+        STORE_Z=store_z,
+        ACC_TYPE=_acc_type(x.dtype),
         DOT_PRECISION=_dot_precision(x.dtype),
     )
     _launch(_CONV_KERNELS, grid, args, meta, *_conv_blocks(h * w, gemm_out, in_ch))
@@ -297,18 +336,46 @@ def _conv_input_grad(grad, weight, out_scale, up, x_shape):
     n, in_ch, h, w = x_shape
     gemm_out, k = weight.shape[0], weight.shape[-1]
     u = new_output((n, in_ch, h, w), grad)
-    grid = lambda meta: (triton.cdiv(h * w, meta["BLOCK_P"]), triton.cdiv(in_ch, meta["BLOCK_O"]), n)  # noqa: E731
+    grid = lambda meta: (triton.cdiv(h * w, meta["BLOCK_P"]), triton.cdiv(in_ch, meta["BLOCK_O"]), n)
     args = (
-        grad, weight, u if out_scale is None else out_scale, u, u, u, u, u, u,
-        gemm_out, in_ch, h, w,
-        *grad.stride(), weight.stride(1), weight.stride(0), weight.stride(2), weight.stride(3),
-        *(out_scale.stride() if out_scale is not None else (0, 0)), 0, 0,
-        0, 0, 0, *u.stride(), *u.stride(),
+        grad,
+        weight,
+        u if out_scale is None else out_scale,
+        u,
+        u,
+        u,
+        u,
+        u,
+        u,
+        gemm_out,
+        in_ch,
+        h,
+        w,
+        *grad.stride(),
+        weight.stride(1),
+        weight.stride(0),
+        weight.stride(2),
+        weight.stride(3),
+        *(out_scale.stride() if out_scale is not None else (0, 0)),
+        0,
+        0,
+        0,
+        0,
+        0,
+        *u.stride(),
+        *u.stride(),
     )
     meta = dict(
-        K=k, FLIP=True, P_IN=up, P_OUT=1,
-        HAS_IN_SCALE=out_scale is not None, HAS_OUT_SCALE=False, HAS_NOISE=False,
-        EPILOGUE=False, STORE_Z=False, ACC_TYPE=_acc_type(grad.dtype),
+        K=k,
+        FLIP=True,
+        P_IN=up,
+        P_OUT=1,
+        HAS_IN_SCALE=out_scale is not None,
+        HAS_OUT_SCALE=False,
+        HAS_NOISE=False,
+        EPILOGUE=False,
+        STORE_Z=False,
+        ACC_TYPE=_acc_type(grad.dtype),
         DOT_PRECISION=_dot_precision(grad.dtype),
     )
     _launch(_CONV_KERNELS, grid, args, meta, *_conv_blocks(h * w, in_ch, gemm_out))
@@ -320,15 +387,29 @@ def _conv_weight_grad(grad, out_scale, x, in_scale, weight_shape, up):
     n, in_ch, h, w = x.shape
     gemm_out, _, k, _ = weight_shape
     dw = new_output(weight_shape, x)
-    grid = lambda meta: (triton.cdiv(gemm_out, meta["BLOCK_O"]), triton.cdiv(in_ch, meta["BLOCK_I"]), k * k)  # noqa: E731
+    grid = lambda meta: (triton.cdiv(gemm_out, meta["BLOCK_O"]), triton.cdiv(in_ch, meta["BLOCK_I"]), k * k)
     args = (
-        grad, dw if out_scale is None else out_scale, x, in_scale, dw,
-        n, in_ch, gemm_out, h, w,
-        *grad.stride(), *(out_scale.stride() if out_scale is not None else (0, 0)),
-        *x.stride(), *in_scale.stride(), *dw.stride(),
+        grad,
+        dw if out_scale is None else out_scale,
+        x,
+        in_scale,
+        dw,
+        n,
+        in_ch,
+        gemm_out,
+        h,
+        w,
+        *grad.stride(),
+        *(out_scale.stride() if out_scale is not None else (0, 0)),
+        *x.stride(),
+        *in_scale.stride(),
+        *dw.stride(),
     )
     meta = dict(
-        K=k, P_OUT=up, HAS_OUT_SCALE=out_scale is not None, ACC_TYPE=_acc_type(x.dtype),
+        K=k,
+        P_OUT=up,
+        HAS_OUT_SCALE=out_scale is not None,
+        ACC_TYPE=_acc_type(x.dtype),
         DOT_PRECISION=_dot_precision(x.dtype),
     )
     small = h * w <= 256
@@ -344,18 +425,56 @@ if triton is not None:
 
     @triton.jit
     def _scaled_conv_kernel(
-        x_ptr, w_ptr, in_scale_ptr, out_scale_ptr, noise_ptr, strength_ptr, bias_ptr, y_ptr, z_ptr,
-        C_in, C_out, H, W,
-        sxn, sxc, sxh, sxw,
-        swo, swi, swy, swx,
-        sin_n, sin_c, sout_n, sout_c,
-        snn, snh, snw,
-        syn, syc, syh, syw,
-        szn, szc, szh, szw,
-        K: tl.constexpr, FLIP: tl.constexpr, P_IN: tl.constexpr, P_OUT: tl.constexpr,
-        HAS_IN_SCALE: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, HAS_NOISE: tl.constexpr,
-        EPILOGUE: tl.constexpr, STORE_Z: tl.constexpr, ACC_TYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
-        BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr,
+        x_ptr,
+        w_ptr,
+        in_scale_ptr,
+        out_scale_ptr,
+        noise_ptr,
+        strength_ptr,
+        bias_ptr,
+        y_ptr,
+        z_ptr,
+        C_in,
+        C_out,
+        H,
+        W,
+        sxn,
+        sxc,
+        sxh,
+        sxw,
+        swo,
+        swi,
+        swy,
+        swx,
+        sin_n,
+        sin_c,
+        sout_n,
+        sout_c,
+        snn,
+        snh,
+        snw,
+        syn,
+        syc,
+        syh,
+        syw,
+        szn,
+        szc,
+        szh,
+        szw,
+        K: tl.constexpr,
+        FLIP: tl.constexpr,
+        P_IN: tl.constexpr,
+        P_OUT: tl.constexpr,
+        HAS_IN_SCALE: tl.constexpr,
+        HAS_OUT_SCALE: tl.constexpr,
+        HAS_NOISE: tl.constexpr,
+        EPILOGUE: tl.constexpr,
+        STORE_Z: tl.constexpr,
+        ACC_TYPE: tl.constexpr,
+        DOT_PRECISION: tl.constexpr,
+        BLOCK_P: tl.constexpr,
+        BLOCK_O: tl.constexpr,
+        BLOCK_I: tl.constexpr,
     ):
         """Implicit-GEMM "same" convolution of one sample over an H x W grid of pixels.
 
@@ -429,20 +548,46 @@ if triton is not None:
                 acc += tl.load(strength_ptr).to(ACC_TYPE) * noise
             acc += tl.load(bias_ptr + out_chan, mask=o_in, other=0).to(ACC_TYPE)[None, :]
             acc = tl.where(acc > 0, acc, acc * 0.2) * 1.4142135623730951
-        tl.store(y_ptr + n * syn + out_chan[None, :] * syc + oy * syh + ox * syw, acc.to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(
+            y_ptr + n * syn + out_chan[None, :] * syc + oy * syh + ox * syw, acc.to(y_ptr.dtype.element_ty), mask=mask
+        )
 
     @triton.jit
     def _scaled_conv_weight_grad_kernel(
-        g_ptr, out_scale_ptr, x_ptr, in_scale_ptr, dw_ptr,
-        N, C_in, C_out, H, W,
-        sgn, sgc, sgh, sgw,
-        sout_n, sout_c,
-        sxn, sxc, sxh, sxw,
-        sin_n, sin_c,
-        sdo, sdi, sdy, sdx,
-        K: tl.constexpr, P_OUT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, ACC_TYPE: tl.constexpr,
+        g_ptr,
+        out_scale_ptr,
+        x_ptr,
+        in_scale_ptr,
+        dw_ptr,
+        N,
+        C_in,
+        C_out,
+        H,
+        W,
+        sgn,
+        sgc,
+        sgh,
+        sgw,
+        sout_n,
+        sout_c,
+        sxn,
+        sxc,
+        sxh,
+        sxw,
+        sin_n,
+        sin_c,
+        sdo,
+        sdi,
+        sdy,
+        sdx,
+        K: tl.constexpr,
+        P_OUT: tl.constexpr,
+        HAS_OUT_SCALE: tl.constexpr,
+        ACC_TYPE: tl.constexpr,
         DOT_PRECISION: tl.constexpr,
-        BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_P: tl.constexpr,
+        BLOCK_O: tl.constexpr,
+        BLOCK_I: tl.constexpr,
+        BLOCK_P: tl.constexpr,
     ):
         """One tap of the weight gradient: a [BLOCK_O, BLOCK_I] tile reduced over samples and pixels."""
         pid_o = tl.program_id(0)
@@ -489,13 +634,13 @@ if triton is not None:
 
     _CONV_KERNELS = (
         _scaled_conv_kernel,
-        triton.autotune(_tuning_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I")), key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"])(
-            _scaled_conv_kernel
-        ),
+        triton.autotune(
+            _tuning_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I")), key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"]
+        )(_scaled_conv_kernel),
     )
     _WEIGHT_GRAD_KERNELS = (
         _scaled_conv_weight_grad_kernel,
-        triton.autotune(_tuning_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P")), key=["C_in", "C_out", "H", "W", "K", "P_OUT"])(
-            _scaled_conv_weight_grad_kernel
-        ),
+        triton.autotune(
+            _tuning_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P")), key=["C_in", "C_out", "H", "W", "K", "P_OUT"]
+        )(_scaled_conv_weight_grad_kernel),
     )

@@ -15,6 +15,7 @@ Parameter names, shapes and buffers follow the layers of the widely used StyleGA
 
 Every module takes impl="auto"|"triton"|"reference" (see ssgan.kernels._dispatch.resolve_impl).
 """
+
 import math
 
 import torch
@@ -169,16 +170,35 @@ class ModulatedConv2d(nn.Module):
         self.impl = impl
 
     def forward(self, x, style):  # x: [N, I, H, W]; style: [N, style_dim] -> [N, O, H*up, W*up]
-        return modulated_conv2d(x, self.weight[0], self.modulation(style), self.demodulate, 2 if self.upsample else 1, impl=self.impl)
+        return modulated_conv2d(
+            x, self.weight[0], self.modulation(style), self.demodulate, 2 if self.upsample else 1, impl=self.impl
+        )
 
 
 class StyledConv(nn.Module):
     """Modulated conv + noise + bias + leaky ReLU, run as one fused op."""
 
-    def __init__(self, in_channel, out_channel, kernel_size, style_dim, upsample=False, blur_kernel=BLUR_TAPS, demodulate=True, impl="auto"):
+    def __init__(
+        self,
+        in_channel,
+        out_channel,
+        kernel_size,
+        style_dim,
+        upsample=False,
+        blur_kernel=BLUR_TAPS,
+        demodulate=True,
+        impl="auto",
+    ):
         super().__init__()
         self.conv = ModulatedConv2d(
-            in_channel, out_channel, kernel_size, style_dim, demodulate=demodulate, upsample=upsample, blur_kernel=blur_kernel, impl=impl
+            in_channel,
+            out_channel,
+            kernel_size,
+            style_dim,
+            demodulate=demodulate,
+            upsample=upsample,
+            blur_kernel=blur_kernel,
+            impl=impl,
         )
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel, impl=impl)
@@ -190,7 +210,9 @@ class StyledConv(nn.Module):
         if noise is None:
             noise = random_noise_like(x.new_empty(x.shape[0], 1, x.shape[2] * up, x.shape[3] * up))
         styles = conv.modulation(style)
-        return styled_conv2d(x, conv.weight[0], styles, self.activate.bias, noise, self.noise.weight, conv.demodulate, up, impl=self.impl)
+        return styled_conv2d(
+            x, conv.weight[0], styles, self.activate.bias, noise, self.noise.weight, conv.demodulate, up, impl=self.impl
+        )
 
 
 class ToRGB(nn.Module):
@@ -217,7 +239,9 @@ class ClassMLPFusion(nn.Module):
     without writing the K feature maps. Heads use the equalised 1/sqrt(C) scaling.
     """
 
-    def __init__(self, num_classes, num_layers, channels, out_channels, style_dim, depth_layer, transparent=(), impl="auto"):
+    def __init__(
+        self, num_classes, num_layers, channels, out_channels, style_dim, depth_layer, transparent=(), impl="auto"
+    ):
         super().__init__()
         if not 0 <= depth_layer < num_layers:
             raise ValueError(f"depth_layer must be in [0, {num_layers}), got {depth_layer}")
@@ -248,7 +272,14 @@ class ClassMLPFusion(nn.Module):
         styles = einsum(w, self.style_weight, "b k l d, k l c d -> b k l c") / math.sqrt(w.shape[-1]) + self.style_bias
         head_scale = 1 / math.sqrt(channels)
         hidden, depth = class_mlp(
-            pos, self.weight, self.bias, styles, self.depth_weight * head_scale, self.depth_bias, self.depth_layer, impl=self.impl
+            pos,
+            self.weight,
+            self.bias,
+            styles,
+            self.depth_weight * head_scale,
+            self.depth_bias,
+            self.depth_layer,
+            impl=self.impl,
         )
         transparent = self.transparent if bool(self.transparent.any()) else None
         features, mask = depth_fusion(

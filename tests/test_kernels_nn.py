@@ -1,15 +1,15 @@
 """Drop-in layers: a StyleGAN2-style synthesis block built from ssgan.kernels.nn loads the state dict of the
 same block written in plain PyTorch (the widely used StyleGAN2 layer layout) and matches its outputs."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from einops import einsum
-from torch import nn
-
 from conftest import rel_err
+from einops import einsum
 from ssgan.kernels import nn as dropin
+from torch import nn
 
 # --- Plain PyTorch re-statement of the StyleGAN2 layers (grouped-conv formulation), same parameter names. ---
 
@@ -138,9 +138,7 @@ class PlainConstantInput(nn.Module):
 
 # --- One synthesis network, assembled from either family of layers. ---
 
-PLAIN = dict(
-    ConstantInput=PlainConstantInput, StyledConv=PlainStyledConv, ToRGB=PlainToRGB
-)
+PLAIN = dict(ConstantInput=PlainConstantInput, StyledConv=PlainStyledConv, ToRGB=PlainToRGB)
 
 
 class Synthesis(nn.Module):
@@ -177,7 +175,7 @@ def random_state(model):
     """Nonzero biases and noise weights so that every parameter matters."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("bias") or name.endswith("noise.weight"):
+            if name.endswith(("bias", "noise.weight")):
                 p.normal_()
     return model.state_dict()
 
@@ -279,7 +277,9 @@ def test_class_mlp_fusion_matches_plain_loop(impl):
     for k in range(K):
         x = pos.expand(B, P, C)
         for layer in range(L):
-            s = w[:, k * L + layer] @ block.style_weight[k, layer].t() / math.sqrt(D) + block.style_bias[k, layer]  # [B, C]
+            s = (
+                w[:, k * L + layer] @ block.style_weight[k, layer].t() / math.sqrt(D) + block.style_bias[k, layer]
+            )  # [B, C]
             wt = block.weight[k, layer][None] * s[:, None, :] / math.sqrt(C)  # [B, C_out, C_in]
             wt = wt / torch.sqrt(wt.square().sum(-1, keepdim=True) + 1e-8)
             x = einsum(x, wt, "b p i, b o i -> b p o") + block.bias[k, layer]

@@ -1,10 +1,10 @@
 """Triton modulated convolution vs the PyTorch reference (runs in the Triton interpreter on the CPU)."""
+
 import pytest
 import torch
+from conftest import rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import rel_err
 from ssgan.kernels.modulated_conv2d import (
     modulated_conv2d,
     styled_conv2d,
@@ -95,13 +95,37 @@ def check_float32_forward_and_gradients(case):
 
 def test_gradients_span_several_tiles():
     """Every grid axis and reduction loop with more than one (partial) block: pixels, outputs, inputs."""
-    case = dict(batch=2, in_ch=35, out_ch=33, height=9, width=9, kernel=3, up=1, shared=False, demodulate=True, styled=True, noise_batch=-1)
+    case = dict(
+        batch=2,
+        in_ch=35,
+        out_ch=33,
+        height=9,
+        width=9,
+        kernel=3,
+        up=1,
+        shared=False,
+        demodulate=True,
+        styled=True,
+        noise_batch=-1,
+    )
     check_float32_forward_and_gradients(case)
 
 
 def test_large_problem_blocks():
     """Over 256 pixels the interpreter switches to large blocks (as a GPU's autotuner may): check that path too."""
-    case = dict(batch=2, in_ch=20, out_ch=9, height=17, width=16, kernel=3, up=2, shared=True, demodulate=True, styled=True, noise_batch=1)
+    case = dict(
+        batch=2,
+        in_ch=20,
+        out_ch=9,
+        height=17,
+        width=16,
+        kernel=3,
+        up=2,
+        shared=True,
+        demodulate=True,
+        styled=True,
+        noise_batch=1,
+    )
     check_float32_forward_and_gradients(case)
 
 
@@ -118,20 +142,48 @@ def test_gradcheck(case):
     case = dict(case, batch=2, in_ch=3, out_ch=2, height=3, width=2)
     tensors = make_inputs(case, torch.float64, requires_grad=True)
     names = list(tensors)
-    assert torch.autograd.gradcheck(lambda *args: run(case, dict(zip(names, args)), "triton"), tuple(tensors.values()), fast_mode=True)
+    assert torch.autograd.gradcheck(
+        lambda *args: run(case, dict(zip(names, args)), "triton"), tuple(tensors.values()), fast_mode=True
+    )
 
 
 def test_gradgradcheck():
     """Second derivatives go through the create_graph recompute with the reference."""
-    case = dict(batch=2, in_ch=3, out_ch=2, height=2, width=3, kernel=3, up=2, shared=False, demodulate=True, styled=True, noise_batch=1)
+    case = dict(
+        batch=2,
+        in_ch=3,
+        out_ch=2,
+        height=2,
+        width=3,
+        kernel=3,
+        up=2,
+        shared=False,
+        demodulate=True,
+        styled=True,
+        noise_batch=1,
+    )
     tensors = make_inputs(case, torch.float64, requires_grad=True)
     names = list(tensors)
-    assert torch.autograd.gradgradcheck(lambda *args: run(case, dict(zip(names, args)), "triton"), tuple(tensors.values()), fast_mode=True)
+    assert torch.autograd.gradgradcheck(
+        lambda *args: run(case, dict(zip(names, args)), "triton"), tuple(tensors.values()), fast_mode=True
+    )
 
 
 def test_double_backward_matches_reference():
     """Path-length style: the gradient of a gradient, through the create_graph recompute."""
-    case = dict(batch=2, in_ch=5, out_ch=4, height=4, width=3, kernel=3, up=2, shared=False, demodulate=True, styled=True, noise_batch=1)
+    case = dict(
+        batch=2,
+        in_ch=5,
+        out_ch=4,
+        height=4,
+        width=3,
+        kernel=3,
+        up=2,
+        shared=False,
+        demodulate=True,
+        styled=True,
+        noise_batch=1,
+    )
     tensors = make_inputs(case, torch.float64, requires_grad=True)
 
     def penalty(impl):
@@ -168,4 +220,3 @@ def test_bad_inputs_are_named():
         styled_conv2d(x, weight, torch.randn(4), torch.zeros(3), torch.randn(1, 1, 5, 5), impl="triton")
     with pytest.raises(ValueError, match="same dtype"):
         modulated_conv2d(x.half(), weight, torch.randn(4), impl="triton")
-
