@@ -28,7 +28,8 @@ def main(argv=None):
     try:
         return args.run(args) or 0
     except (ValueError, KeyError, FileNotFoundError) as e:
-        print(f"ssgan {args.command}: error: {e}", file=sys.stderr)
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"ssgan {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

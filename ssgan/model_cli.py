@@ -6,25 +6,7 @@ import numpy as np
 import torch
 
 from ssgan.checkpoint import load_checkpoint, save_checkpoint
-
-
-def colorize(seg_logits):
-    """[B, K, H, W] logits -> [B, H, W, 3] uint8 colour map of argmax classes (a fixed palette)."""
-    labels = seg_logits.argmax(1).cpu().numpy()
-    return palette(seg_logits.shape[1])[labels]
-
-
-def palette(num_classes):
-    """A fixed, well-spread colour per class (class 0 black)."""
-    rng = np.random.default_rng(1234)
-    colors = rng.integers(40, 256, size=(max(num_classes, 1), 3), dtype=np.uint8)
-    colors[0] = 0
-    return colors
-
-
-def to_uint8(image):
-    """[B, 3, H, W] in [-1, 1] -> [B, H, W, 3] uint8."""
-    return ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+from ssgan.editing import colorize_seg, to_uint8
 
 
 def parse_seeds(text):
@@ -60,7 +42,7 @@ def run_generate(args):
             result = g(z=z, psi=args.psi, noise_mode=args.noise_mode)
             w = g.mapping(z)
         Image.fromarray(to_uint8(result.image)[0]).save(out / f"seed{seed:06d}_img.png")
-        Image.fromarray(colorize(result.seg)[0]).save(out / f"seed{seed:06d}_seg.png")
+        Image.fromarray(colorize_seg(result.seg)[0]).save(out / f"seed{seed:06d}_seg.png")
         if args.psi != 1:
             w = g.mean_latent() + args.psi * (w - g.mean_latent())
         np.save(out / f"seed{seed:06d}_w.npy", w.detach().cpu().numpy())  # [1, D], truncated as rendered
