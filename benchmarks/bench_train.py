@@ -6,9 +6,9 @@ Run: pytest benchmarks/bench_train.py --benchmark-enable
 import pytest
 import torch
 from conftest import requires_cuda, synchronized
+from ssgan.train.loop import Trainer, TrainOptions
 
 import ssgan
-from ssgan.train.loop import Trainer, TrainOptions
 
 
 class RandomPairs(torch.utils.data.Dataset):

@@ -5,16 +5,21 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from hypothesis import given
 from hypothesis import strategies as st
+from ssgan.train import losses, metrics
+from ssgan.train.loop import Trainer, TrainingDiverged, TrainOptions, resume_options, sample_grid, train
+from ssgan.train.snapshot import (
+    SnapshotError,
+    capture_rng,
+    list_snapshots,
+    load_snapshot,
+    restore_rng,
+    save_snapshot,
+)  # fmt: skip
 
 import ssgan
-from conftest import shared_path
-from ssgan.train import losses, metrics
-from ssgan.train.loop import TrainingDiverged, TrainOptions, Trainer, resume_options, sample_grid, train
-from ssgan.train.snapshot import (
-    SnapshotError, capture_rng, list_snapshots, load_snapshot, restore_rng, save_snapshot,
-)  # fmt: skip
 
 TINY = ssgan.SSGConfig(
     size=16, style_dim=16, n_mlp=2, class_names=("background", "a", "b"), transparent=(), local_channel=16,
@@ -41,8 +46,9 @@ class TinyData(torch.utils.data.Dataset):
 
 
 def tiny_options(tmp_path, **kw):
-    base = dict(out=str(tmp_path / "runs"), kimg=0.016, batch=2, d_reg_every=2, g_reg_every=2, path_reg=0.5,
-                tick_kimg=0.004, snap=1, metrics=(), keep_snapshots=0, ema_kimg=0.01, lr=0.002)  # fmt: skip
+    base = {"out": str(tmp_path / "runs"), "kimg": 0.016, "batch": 2, "d_reg_every": 2, "g_reg_every": 2,
+            "path_reg": 0.5, "tick_kimg": 0.004, "snap": 1, "metrics": (), "keep_snapshots": 0, "ema_kimg": 0.01,
+            "lr": 0.002}  # fmt: skip
     return TrainOptions(**(base | kw))
 
 
@@ -162,7 +168,7 @@ def test_fid_with_a_local_torchscript_extractor(tmp_path):
     path = tmp_path / "features.pt"
     net.save(str(path))
     G = ssgan.Generator(TINY)
-    kw = dict(num_samples=8, batch=4, dataset=TinyData(), inception=str(path), cache_dir=tmp_path / "cache")
+    kw = {"num_samples": 8, "batch": 4, "dataset": TinyData(), "inception": str(path), "cache_dir": tmp_path / "cache"}
     first = metrics.evaluate(G, ("fid", "kid"), **kw)
     assert math.isfinite(first["fid"]) and first["fid"] > 0 and math.isfinite(first["kid"])
     assert len(list((tmp_path / "cache").glob("real-features-*.pt"))) == 1
@@ -235,7 +241,8 @@ def test_resume_continues_the_same_trajectory(tmp_path):
 
 
 def test_resume_options_keep_the_run_hyper_parameters(tmp_path):
-    run = train(tiny_options(tmp_path, kimg=0.004, r1_seg=123.0, xflip=True), dataset=TinyData(), config=TINY, log=quiet)
+    opts = tiny_options(tmp_path, kimg=0.004, r1_seg=123.0, xflip=True)
+    run = train(opts, dataset=TinyData(), config=TINY, log=quiet)
     opts = resume_options(str(run), {"kimg": 0.008, "out": "elsewhere"})
     assert (opts.r1_seg, opts.xflip, opts.kimg, opts.out, opts.resume) == (123.0, True, 0.008, "elsewhere", str(run))
     assert opts.metrics == ()
@@ -319,7 +326,8 @@ def test_cli_train_then_metrics(tmp_path, capsys):
         (tmp_path / "data" / sub).mkdir(parents=True)
     rng = np.random.default_rng(0)
     for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "data" / "images" / f"{i}.png")
+        image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(image).save(tmp_path / "data" / "images" / f"{i}.png")
         labels = rng.integers(0, cfg.num_classes, (64, 64), dtype=np.uint8)
         Image.fromarray(labels, mode="L").save(tmp_path / "data" / "masks" / f"{i}.png")
     out = tmp_path / "runs"
@@ -332,7 +340,9 @@ def test_cli_train_then_metrics(tmp_path, capsys):
     assert info["config"]["class_names"] == list(cfg.class_names)
     assert (run_dir / "network-final.safetensors").is_file()
     capsys.readouterr()
-    assert main(["metrics", str(run_dir), "--metrics", "classes", "--num", "2", "--batch", "2", "--out", str(run_dir)]) == 0
+    metrics_argv = ["metrics", str(run_dir), "--metrics", "classes", "--num", "2", "--batch", "2"]
+    metrics_argv += ["--out", str(run_dir)]
+    assert main(metrics_argv) == 0
     results = json.loads(capsys.readouterr().out)
     assert set(results["class_presence"]) == set(cfg.class_names)
     assert (run_dir / "metric-class_area.jsonl").is_file()

@@ -4,10 +4,10 @@ import os
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-import ssgan
 from ssgan.train.loop import Trainer, TrainOptions
 from ssgan.train.snapshot import list_snapshots, load_snapshot
+
+import ssgan
 
 TINY = ssgan.SSGConfig(
     size=16, style_dim=16, n_mlp=2, class_names=("background", "a", "b"), transparent=(), local_channel=16,
@@ -37,8 +37,9 @@ def worker(rank, world_size, tmp):
                           log=lambda *a, **k: None)  # fmt: skip
         initial = {k: v.clone() for k, v in trainer.G.state_dict().items()}
         run_dir = trainer.run()
-        torch.save({"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "G_ema": trainer.G_ema.state_dict(),
-                    "initial": initial, "run_dir": str(run_dir), "step": trainer.step}, f"{tmp}/rank{rank}.pt")  # fmt: skip
+        result = {"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "G_ema": trainer.G_ema.state_dict(),
+                  "initial": initial, "run_dir": str(run_dir), "step": trainer.step}  # fmt: skip
+        torch.save(result, f"{tmp}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 

@@ -5,7 +5,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ssgan.train.loop import PRECISIONS, RECIPES, TrainOptions, TrainingDiverged, is_builtin, resume_options, train
+from ssgan.train.loop import PRECISIONS, RECIPES, TrainingDiverged, TrainOptions, is_builtin, resume_options, train
 
 
 def _metric_list(text):
@@ -19,7 +19,8 @@ def register(sub):
         argument_default=argparse.SUPPRESS,  # only the options given reach TrainOptions (and override a resumed run's)
         help="train a SemanticStyleGAN",
         description="Train a SemanticStyleGAN. Options left out take the preset's recipe default "
-        f"(demo: {RECIPES['demo']}; celebamask: the original's). Multi-GPU: torchrun --nproc_per_node N -m ssgan.cli train ...",
+        f"(demo: {RECIPES['demo']}; celebamask: the original's). "
+        "Multi-GPU: torchrun --nproc_per_node N -m ssgan.cli train ...",
     )
     a = p.add_argument
     a("--data", help=f"dataset: builtin, builtin:N, hf:<id>, or a folder (default: {defaults.data})")
@@ -85,8 +86,9 @@ def run_train(args):
 
 
 def _load_generator(path):
-    import ssgan
     from ssgan.train.snapshot import latest_snapshot, load_snapshot
+
+    import ssgan
 
     path = Path(path)
     if path.is_dir():
@@ -107,7 +109,6 @@ def _load_generator(path):
 
 def run_metrics(args):
     import torch
-
     from ssgan.train import metrics
 
     G = _load_generator(args.network)

@@ -23,28 +23,33 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
-
-import ssgan
 from ssgan.train import losses
 from ssgan.train import metrics as metrics_mod
 from ssgan.train.snapshot import (
-    SnapshotError, capture_rng, latest_snapshot, load_snapshot, prune_snapshots, restore_rng, save_snapshot,
+    SnapshotError,
+    capture_rng,
+    latest_snapshot,
+    load_snapshot,
+    prune_snapshots,
+    restore_rng,
+    save_snapshot,
     snapshot_name,
 )  # fmt: skip
+from torch import nn
+
+import ssgan
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 # Per-preset defaults of the options left unset. The celebamask ones are the original's (batch 4 per GPU,
 # EMA half-life 10 kimg at batch 32); the demo's are tuned to learn parts on 2 CPU cores in ~10 minutes.
 RECIPES = {
-    "demo": dict(batch=8, kimg=4.0, lr=0.0025, ema_kimg=0.5, path_reg=0.0, mixing=0.3, tick_kimg=0.25, snap=4,
-                 metric_samples=256),
-    "celebamask-256": dict(batch=4, kimg=4800.0, lr=0.002, ema_kimg=10.0, path_reg=0.5, mixing=0.3, tick_kimg=4.0,
-                           snap=50, metric_samples=10000),
-    "celebamask-512": dict(batch=4, kimg=4800.0, lr=0.002, ema_kimg=10.0, path_reg=0.5, mixing=0.3, tick_kimg=4.0,
-                           snap=50, metric_samples=10000),
+    "demo": {"batch": 8, "kimg": 4.0, "lr": 0.0025, "ema_kimg": 0.5, "path_reg": 0.0, "mixing": 0.3,
+             "tick_kimg": 0.25, "snap": 4, "metric_samples": 256},
+    "celebamask-256": {"batch": 4, "kimg": 4800.0, "lr": 0.002, "ema_kimg": 10.0, "path_reg": 0.5, "mixing": 0.3,
+                       "tick_kimg": 4.0, "snap": 50, "metric_samples": 10000},
 }  # fmt: skip
+RECIPES["celebamask-512"] = RECIPES["celebamask-256"]
 
 
 @dataclass
@@ -336,10 +341,10 @@ class Trainer:
         self.g_step = GeneratorStep(self.G, opts.mixing)
         self.d_step = DiscriminatorStep(self.D, opts.image_only)
         if self.distributed:
-            ddp = dict(broadcast_buffers=False, find_unused_parameters=True)
+            ddp = {"broadcast_buffers": False, "find_unused_parameters": True}
             if self.device.type == "cuda":
                 ddp["device_ids"] = [self.device]
-            with warnings.catch_warnings():  # broadcast_buffers=False is what we want: G's noise maps stay per rank
+            with warnings.catch_warnings():  # broadcast_buffers=False is the original setting, keep it
                 warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
                 self.g_step = nn.parallel.DistributedDataParallel(self.g_step, **ddp)
                 self.d_step = nn.parallel.DistributedDataParallel(self.d_step, **ddp)
@@ -574,7 +579,7 @@ class Trainer:
         """Train until opts.kimg; snapshot every `snap` ticks and at the end. Returns the run directory."""
         opts = self.opts
         self._setup_run_dir()
-        log_file = open(self.run_dir / "log.txt", "a") if self.rank == 0 else None
+        log_file = open(self.run_dir / "log.txt", "a") if self.rank == 0 else None  # noqa: SIM115 (closed in finally)
 
         def say(line):
             self.log(line)
@@ -582,8 +587,8 @@ class Trainer:
                 log_file.write(line + "\n")
                 log_file.flush()
 
-        total_images = int(round(opts.kimg * 1000))
-        tick_images = max(1, int(round(opts.tick_kimg * 1000)))
+        total_images = round(opts.kimg * 1000)
+        tick_images = max(1, round(opts.tick_kimg * 1000))
         say(f"run {self.run_dir}: preset {opts.preset}, data {opts.data}, {self.world_size} process(es) on "
             f"{self.device}, batch {opts.batch}/process, {opts.kimg} kimg, start at {self.images_seen / 1000:.3f} kimg")
         loader = make_loader(self.dataset, opts, self.rank, self.world_size, self.images_seen)

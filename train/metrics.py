@@ -95,7 +95,7 @@ class InceptionFeatures:
             raise MetricUnavailable(f"FID/KID: no feature extractor at {path}")
         try:
             self.net = torch.jit.load(str(path), map_location=device).eval()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (any failure to load means: no extractor)
             raise MetricUnavailable(f"FID/KID: cannot load {path} as a TorchScript network: {e}") from None
         self.path, self.device = path, device
         self.tag = f"{path.name}-{path.stat().st_size}"
@@ -179,7 +179,8 @@ def evaluate(G, metrics, *, num_samples=1000, batch=16, device="cpu", dataset=No
                 results["fid"] = frechet_distance(*feature_statistics(real), *feature_statistics(fake))
             if "kid" in metrics:
                 gen = torch.Generator().manual_seed(seed)
-                results["kid"] = kernel_inception_distance(real, fake, subset_size=min(1000, num_samples), generator=gen)
+                subset = min(1000, num_samples)
+                results["kid"] = kernel_inception_distance(real, fake, subset_size=subset, generator=gen)
         if "agreement" in metrics:
             if builtin:
                 from ssgan.train.builtin import agreement_score

@@ -63,7 +63,8 @@ def capture_rng():
 def restore_rng(state):
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
@@ -82,7 +83,7 @@ def load_snapshot(path):
         raise SnapshotError(f"no snapshot at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated file, or a pickle that needs more than tensors
+    except Exception as e:  # noqa: BLE001 (a truncated file, or a pickle that needs more than tensors)
         raise SnapshotError(f"cannot read {path} as a training snapshot: {type(e).__name__}: {e}") from None
     if not isinstance(state, dict) or state.get("format") != "ssgan-snapshot":
         raise SnapshotError(f"{path} is not an ssgan training snapshot")
