@@ -3,9 +3,9 @@ torch.compile(reference), forward and forward + backward, at the model's sizes (
 
     pytest benchmarks/bench_bias_act.py --benchmark-enable
 """
+
 import pytest
 import torch
-
 from conftest import requires_cuda, synchronized
 from ssgan.kernels.bias_act import bias_act, bias_act_reference
 
@@ -42,7 +42,7 @@ def inputs(case, dtype, requires_grad=False):
     shape, dim, act = CASES[case]
     x = torch.randn(shape, device="cuda", dtype=DTYPES[dtype], requires_grad=requires_grad)
     bias = torch.randn(shape[dim], device="cuda", dtype=DTYPES[dtype], requires_grad=requires_grad)
-    return x, bias, dict(dim=dim, act=act)
+    return x, bias, {"dim": dim, "act": act}
 
 
 def describe(record, impl, case, dtype, x):

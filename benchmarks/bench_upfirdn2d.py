@@ -10,10 +10,10 @@ model's sizes (celebamask-256, batch 8), forward and forward + backward.
 
     pytest benchmarks/bench_upfirdn2d.py --benchmark-enable
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import requires_cuda, synchronized
 from ssgan.kernels.upfirdn2d import make_kernel, upfirdn2d, upfirdn2d_naive, upfirdn2d_reference
 
@@ -110,7 +110,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16}
 def gpu_inputs(case, dtype, requires_grad=False):
     shape, gain, up, down, pad = GPU_CASES[case]
     x = torch.randn(shape, device="cuda", dtype=DTYPES[dtype], requires_grad=requires_grad)
-    return x, make_kernel(TAPS, gain).cuda(), dict(up=up, down=down, padding=pad)
+    return x, make_kernel(TAPS, gain).cuda(), {"up": up, "down": down, "padding": pad}
 
 
 def describe(record, impl, case, dtype, x, y):

@@ -7,6 +7,7 @@
 The backward is itself a fused op (`_BiasActGrad`): it is linear in dy, and act' is piecewise constant, so
 its own backward is the same op again and the pair is differentiable any number of times.
 """
+
 import math
 
 import torch
@@ -58,10 +59,21 @@ if triton is not None:
 
     @triton.jit
     def _bias_act_kernel(
-        x_ptr, b_ptr, dy_ptr, out_ptr,
-        total, channels, inner, alpha, gain,
-        HAS_BIAS: tl.constexpr, LRELU: tl.constexpr, GRAD: tl.constexpr, F64: tl.constexpr,
-        INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+        x_ptr,
+        b_ptr,
+        dy_ptr,
+        out_ptr,
+        total,
+        channels,
+        inner,
+        alpha,
+        gain,
+        HAS_BIAS: tl.constexpr,
+        LRELU: tl.constexpr,
+        GRAD: tl.constexpr,
+        F64: tl.constexpr,
+        INDEX64: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0).to(tl.int64) if INDEX64 else tl.program_id(0)  # 64-bit division only when needed
         offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -99,10 +111,21 @@ def _launch(x, bias, dy, dim, act, alpha, gain):
     inner = math.prod(x.shape[dim + 1 :])
     f64 = torch.float64 in (x.dtype, dtype)
     _bias_act_kernel[(triton.cdiv(total, BLOCK),)](
-        x, x if bias is None else bias.contiguous(), x if dy is None else dy, out,
-        total, x.shape[dim], inner, float(alpha), float(gain),
-        HAS_BIAS=bias is not None, LRELU=act == "lrelu", GRAD=dy is not None, F64=f64,
-        INDEX64=total + BLOCK >= 2**31, BLOCK=BLOCK,
+        x,
+        x if bias is None else bias.contiguous(),
+        x if dy is None else dy,
+        out,
+        total,
+        x.shape[dim],
+        inner,
+        float(alpha),
+        float(gain),
+        HAS_BIAS=bias is not None,
+        LRELU=act == "lrelu",
+        GRAD=dy is not None,
+        F64=f64,
+        INDEX64=total + BLOCK >= 2**31,
+        BLOCK=BLOCK,
     )
     return out
 

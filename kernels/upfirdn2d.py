@@ -10,6 +10,7 @@ and pads (k - p0 - 1, n * up - m * down + p0 - up + 1), m the output length; so 
 is itself an upfirdn2d and can be differentiated again. The FIR kernel is a constant there (it is a buffer
 in every model); `upfirdn2d_reference` also differentiates w.r.t. it.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -128,10 +129,25 @@ if triton is not None:
 
     @triton.jit
     def _upfirdn2d_kernel(
-        x_ptr, k_ptr, y_ptr,
-        h, w, oh, ow, ohp, owp, total, px0, py0,
-        UP: tl.constexpr, DOWN: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-        F64: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+        x_ptr,
+        k_ptr,
+        y_ptr,
+        h,
+        w,
+        oh,
+        ow,
+        ohp,
+        owp,
+        total,
+        px0,
+        py0,
+        UP: tl.constexpr,
+        DOWN: tl.constexpr,
+        KH: tl.constexpr,
+        KW: tl.constexpr,
+        F64: tl.constexpr,
+        INDEX64: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):
         phase_y = tl.program_id(1) // UP
         phase_x = tl.program_id(1) % UP
@@ -164,7 +180,7 @@ if triton is not None:
 
 def _launch(x, kernel, up, down, pads):
     """The forward pass on the GPU (or the Triton interpreter).  # [NCHW] -> [N, C, oh, ow]"""
-    (px0, px1, py0, py1), (oh, ow) = _check(x, kernel, up, down, pads)
+    (px0, _, py0, _), (oh, ow) = _check(x, kernel, up, down, pads)
     x = x.contiguous()
     n, c, h, w = x.shape
     kh, kw = kernel.shape
@@ -176,8 +192,25 @@ def _launch(x, kernel, up, down, pads):
     if total == 0:
         return y
     _upfirdn2d_kernel[(triton.cdiv(total, BLOCK), up * up)](
-        x, taps, y, h, w, oh, ow, ohp, owp, total, px0, py0,
-        UP=up, DOWN=down, KH=kh, KW=kw, F64=f64, INDEX64=max(x.numel(), y.numel(), total + BLOCK) >= 2**31, BLOCK=BLOCK,
+        x,
+        taps,
+        y,
+        h,
+        w,
+        oh,
+        ow,
+        ohp,
+        owp,
+        total,
+        px0,
+        py0,
+        UP=up,
+        DOWN=down,
+        KH=kh,
+        KW=kw,
+        F64=f64,
+        INDEX64=max(x.numel(), y.numel(), total + BLOCK) >= 2**31,
+        BLOCK=BLOCK,
     )
     return y
 

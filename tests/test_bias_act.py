@@ -1,9 +1,9 @@
 """bias_act: the Triton path against the reference, gradients to second order, errors."""
+
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
 from ssgan.kernels.bias_act import bias_act, bias_act_reference
 
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.float64: 1e-12}
@@ -13,15 +13,15 @@ TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.float64: 1e-12}
 def cases(draw):
     shape = draw(st.lists(st.integers(1, 13), min_size=1, max_size=4))
     dim = draw(st.integers(-len(shape), len(shape) - 1))
-    return dict(
-        shape=shape,
-        dim=dim,
-        has_bias=draw(st.booleans()),
-        act=draw(st.sampled_from(["lrelu", "linear"])),
-        alpha=draw(st.sampled_from([0.2, 0.1])),
-        gain=draw(st.sampled_from([None, 1.0, 0.5])),
-        seed=draw(st.integers(0, 2**31 - 1)),
-    )
+    return {
+        "shape": shape,
+        "dim": dim,
+        "has_bias": draw(st.booleans()),
+        "act": draw(st.sampled_from(["lrelu", "linear"])),
+        "alpha": draw(st.sampled_from([0.2, 0.1])),
+        "gain": draw(st.sampled_from([None, 1.0, 0.5])),
+        "seed": draw(st.integers(0, 2**31 - 1)),
+    }
 
 
 def make_inputs(case, dtype, requires_grad=False):
@@ -30,7 +30,7 @@ def make_inputs(case, dtype, requires_grad=False):
     bias = None
     if case["has_bias"]:
         bias = torch.randn(case["shape"][case["dim"]], generator=g).to(dtype).requires_grad_(requires_grad)
-    kwargs = dict(dim=case["dim"], act=case["act"], alpha=case["alpha"], gain=case["gain"])
+    kwargs = {"dim": case["dim"], "act": case["act"], "alpha": case["alpha"], "gain": case["gain"]}
     return x, bias, kwargs
 
 
@@ -101,9 +101,9 @@ def test_empty_tensor():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(act="relu"), "act must be"),
-        (dict(bias=torch.zeros(4)), "does not match dim"),
-        (dict(dim=3), "out of range"),
+        ({"act": "relu"}, "act must be"),
+        ({"bias": torch.zeros(4)}, "does not match dim"),
+        ({"dim": 3}, "out of range"),
     ],
 )
 def test_bad_arguments(impl, kwargs, message):

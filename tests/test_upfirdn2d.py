@@ -1,36 +1,36 @@
 """upfirdn2d: the Triton path and the fast reference against the literal definition, gradients, errors."""
+
 import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
-
 from ssgan.kernels.upfirdn2d import make_kernel, upfirdn2d, upfirdn2d_naive, upfirdn2d_reference
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-3}
 
 # The model's uses: Blur after the up-conv, Upsample of the skip branches, the discriminator's blurs.
 MODEL_CASES = [
-    dict(taps=(1, 3, 3, 1), gain=4, up=1, down=1, padding=(1, 1)),
-    dict(taps=(1, 3, 3, 1), gain=4, up=2, down=1, padding=(2, 1)),
-    dict(taps=(1, 3, 3, 1), gain=1, up=1, down=1, padding=(2, 2)),
-    dict(taps=(1, 3, 3, 1), gain=1, up=1, down=2, padding=(1, 1)),
+    {"taps": (1, 3, 3, 1), "gain": 4, "up": 1, "down": 1, "padding": (1, 1)},
+    {"taps": (1, 3, 3, 1), "gain": 4, "up": 2, "down": 1, "padding": (2, 1)},
+    {"taps": (1, 3, 3, 1), "gain": 1, "up": 1, "down": 1, "padding": (2, 2)},
+    {"taps": (1, 3, 3, 1), "gain": 1, "up": 1, "down": 2, "padding": (1, 1)},
 ]
 
 
 @st.composite
 def cases(draw, max_up=2):
-    case = dict(
-        n=draw(st.integers(1, 2)),
-        c=draw(st.integers(1, 3)),
-        h=draw(st.integers(1, 12)),
-        w=draw(st.integers(1, 12)),
-        kh=draw(st.integers(1, 5)),
-        kw=draw(st.integers(1, 5)),
-        up=draw(st.integers(1, max_up)),
-        down=draw(st.integers(1, 2)),
-        padding=tuple(draw(st.integers(-3, 4)) for _ in range(4)),
-        seed=draw(st.integers(0, 2**31 - 1)),
-    )
+    case = {
+        "n": draw(st.integers(1, 2)),
+        "c": draw(st.integers(1, 3)),
+        "h": draw(st.integers(1, 12)),
+        "w": draw(st.integers(1, 12)),
+        "kh": draw(st.integers(1, 5)),
+        "kw": draw(st.integers(1, 5)),
+        "up": draw(st.integers(1, max_up)),
+        "down": draw(st.integers(1, 2)),
+        "padding": tuple(draw(st.integers(-3, 4)) for _ in range(4)),
+        "seed": draw(st.integers(0, 2**31 - 1)),
+    }
     px0, px1, py0, py1 = case["padding"]
     assume(case["h"] * case["up"] + py0 + py1 >= case["kh"] and case["w"] * case["up"] + px0 + px1 >= case["kw"])
     return case
@@ -40,7 +40,7 @@ def make_inputs(case, dtype, requires_grad=False):
     g = torch.Generator().manual_seed(case["seed"])
     x = torch.randn(case["n"], case["c"], case["h"], case["w"], generator=g).to(dtype).requires_grad_(requires_grad)
     kernel = torch.rand(case["kh"], case["kw"], generator=g) + 0.1
-    return x, kernel, dict(up=case["up"], down=case["down"], padding=case["padding"])
+    return x, kernel, {"up": case["up"], "down": case["down"], "padding": case["padding"]}
 
 
 @given(case=cases(max_up=3))
@@ -90,7 +90,7 @@ def test_triton_backward_matches_reference(case):
 def test_model_cases(case, impl):
     x = torch.randn(2, 3, 8, 8)
     kernel = make_kernel(case["taps"], case["gain"])
-    kwargs = dict(up=case["up"], down=case["down"], padding=case["padding"])
+    kwargs = {"up": case["up"], "down": case["down"], "padding": case["padding"]}
     want = upfirdn2d_naive(x, kernel, **kwargs)
     torch.testing.assert_close(upfirdn2d(x, kernel, **kwargs, impl=impl), want, rtol=1e-5, atol=1e-5)
 
@@ -117,10 +117,10 @@ def test_gradcheck_and_gradgradcheck(up, down, padding):
     [
         ((2, 3, 4), (4, 4), {}, "NCHW"),
         ((1, 1, 4, 4), (4,), {}, "2-d"),
-        ((1, 1, 4, 4), (4, 4), dict(up=0), "up must be"),
-        ((1, 1, 4, 4), (4, 4), dict(down=1.5), "down must be"),
-        ((1, 1, 2, 2), (4, 4), dict(padding=0), "no output pixels"),
-        ((1, 1, 4, 4), (4, 4), dict(padding=(1, 2, 3)), "padding must be"),
+        ((1, 1, 4, 4), (4, 4), {"up": 0}, "up must be"),
+        ((1, 1, 4, 4), (4, 4), {"down": 1.5}, "down must be"),
+        ((1, 1, 2, 2), (4, 4), {"padding": 0}, "no output pixels"),
+        ((1, 1, 4, 4), (4, 4), {"padding": (1, 2, 3)}, "padding must be"),
     ],
 )
 def test_bad_arguments(impl, x_shape, k_shape, kwargs, message):
