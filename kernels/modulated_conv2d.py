@@ -177,14 +177,17 @@ def _modulated_conv2d_triton(x, weight, styles, demodulate, up, bias=None, noise
     in_scale = in_scale.expand(x.shape[0], -1)
     if noise is not None:
         noise_strength = torch.as_tensor(noise_strength, device=x.device, dtype=x.dtype)
-    return _ScaledConv2d.apply(x, phase_weight(weight, up), in_scale, out_scale, up, bias, noise, noise_strength)
+    weight = phase_weight(weight, up)
+    # The backward needs z (before the output scale and epilogue); without either, z is y. Inference skips it.
+    operands = (x, weight, in_scale, out_scale, bias, noise, noise_strength)
+    keep_z = (out_scale is not None or bias is not None) and torch.is_grad_enabled()
+    keep_z = keep_z and any(t is not None and t.requires_grad for t in operands)
+    return _ScaledConv2d.apply(x, weight, in_scale, out_scale, up, bias, noise, noise_strength, keep_z)
 
 
 class _ScaledConv2d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, in_scale, out_scale, up, bias, noise, noise_strength):
-        # z (before the output scale and epilogue) is what the backward needs; without either, z is y.
-        keep_z = any(ctx.needs_input_grad) and (out_scale is not None or bias is not None)
+    def forward(ctx, x, weight, in_scale, out_scale, up, bias, noise, noise_strength, keep_z):
         y, z = _conv_forward(x, weight, in_scale, out_scale, up, bias, noise, noise_strength, store_z=keep_z)
         ctx.up = up
         ctx.save_for_backward(x, weight, in_scale, out_scale, bias, noise, noise_strength, z if keep_z else y)
@@ -197,7 +200,7 @@ class _ScaledConv2d(torch.autograd.Function):
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled():
             # create_graph=True (path length, R1): differentiate the reference so that this is differentiable too.
-            inputs = (x, weight, in_scale, out_scale, None, bias, noise, noise_strength)
+            inputs = (x, weight, in_scale, out_scale, None, bias, noise, noise_strength, None)
             wanted = [t for t, need in zip(inputs, needs) if need]
             with torch.enable_grad():
                 y = scaled_conv2d_reference(x, weight, in_scale, out_scale, up, bias, noise, noise_strength)
@@ -228,7 +231,7 @@ class _ScaledConv2d(torch.autograd.Function):
             grad_in_scale = (u.to(in_scale.dtype) * x).sum([2, 3]) if needs[2] else None
         if needs[1]:
             grad_weight = _conv_weight_grad(grad, out_scale, x, in_scale, weight.shape, up)
-        return grad_x, grad_weight, grad_in_scale, grad_out_scale, None, grad_bias, grad_noise, grad_strength
+        return grad_x, grad_weight, grad_in_scale, grad_out_scale, None, grad_bias, grad_noise, grad_strength, None
 
 
 # ---------------------------------------------------------------------------------------------
