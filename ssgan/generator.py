@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ssgan.config import SSGConfig
 from ssgan.kernels import class_mlp, depth_fusion, modulated_conv2d, styled_conv2d
+from ssgan.kernels._dispatch import resolve_impl
 from ssgan.layers import EqualLinear, Upsample
 
 NOISE_MODES = ("const", "random", "none")
@@ -84,14 +86,35 @@ class LocalGenerators(nn.Module):
         head_scale = 1 / math.sqrt(C)
         depth_weight = F.pad(self.depth_weight * self.depth_scale * head_scale, (0, 0, 1, 0))  # [K, C], row 0 zero
         depth_bias = F.pad(self.depth_bias, (1, 0))
-        hidden, depth = class_mlp(
-            pos, self.weight, self.bias, styles, depth_weight, depth_bias, cfg.depth_layers - 1, cfg.detach_texture
-        )
+        mlp_args = (pos, self.weight, self.bias, styles, depth_weight, depth_bias)
+        if torch.is_grad_enabled() and resolve_impl("auto", w_expanded) == "reference":
+            hidden, depth = self._class_mlp_recomputed(*mlp_args)
+        else:
+            hidden, depth = class_mlp(*mlp_args, cfg.depth_layers - 1, cfg.detach_texture)
         feat_weight = self.feat_weight * self.feat_scale[:, None, :] * head_scale
         transparent = self.transparent if cfg.transparent else None
         features, mask = depth_fusion(depth, hidden, feat_weight, self.feat_bias, transparent, composition_mask)
         to_map = lambda t: rearrange(t, "b c (h w) -> b c h w", h=G)  # noqa: E731
         return to_map(features), to_map(mask), to_map(depth)
+
+
+    def _class_mlp_recomputed(self, pos, weight, bias, styles, depth_weight, depth_bias):
+        """class_mlp one class at a time, each recomputed in the backward instead of stored.
+
+        The reference MLP keeps several [B, K, P, C] activations per layer for its backward, more than the
+        whole render net keeps; this way only the outputs are stored, and the backward holds one class's
+        activations at a time. Same maths, same results.
+        """
+        depth_layer, detach = self.cfg.depth_layers - 1, self.cfg.detach_texture
+        outputs = [
+            checkpoint(
+                class_mlp, pos, weight[k : k + 1], bias[k : k + 1], styles[:, k : k + 1], depth_weight[k : k + 1],
+                depth_bias[k : k + 1], depth_layer, detach, use_reentrant=False,
+            )  # fmt: skip
+            for k in range(self.cfg.num_classes)
+        ]
+        hidden, depth = zip(*outputs)
+        return torch.cat(hidden, 1), torch.cat(depth, 1)  # [B, K, P, C], [B, K, P]
 
 
 class RenderConv(nn.Module):
