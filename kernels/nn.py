@@ -139,7 +139,10 @@ def random_noise_like(image):
 
 
 class ModulatedConv2d(nn.Module):
-    """Per-sample modulated conv: styles = modulation(style); 2x upsampling as transposed conv + blur, fused."""
+    """Per-sample modulated conv: styles = modulation(style); 2x upsampling as transposed conv + blur, fused.
+
+    `fused` is accepted for signature compatibility: this layer always runs the fused op.
+    """
 
     def __init__(
         self,
