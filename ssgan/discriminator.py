@@ -10,46 +10,64 @@ from ssgan.kernels import bias_act
 from ssgan.layers import Blur, EqualLinear
 
 
-class EqualConv2d(nn.Module):
-    """Conv with run-time weight scaling 1/sqrt(fan_in); optional 2x downsampling after a blur."""
+SQRT2 = math.sqrt(2)
 
-    def __init__(self, in_ch, out_ch, kernel_size, downsample=False):
+
+class EqualConv2d(nn.Module):
+    """Conv with run-time weight scaling in_gain/sqrt(fan_in); optional 2x downsampling after a blur."""
+
+    def __init__(self, in_ch, out_ch, kernel_size, downsample=False, in_gain=1.0):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
-        self.scale = 1 / math.sqrt(in_ch * kernel_size**2)
+        self.scale = in_gain / math.sqrt(in_ch * kernel_size**2)
         self.downsample = downsample
         if downsample:
             p = 2 + kernel_size - 1
-            self.blur = Blur(padding=((p + 1) // 2, p // 2))
+            # A 1x1 conv reads only the blur's even pixels, so the blur computes only those.
+            self.blur = Blur(padding=((p + 1) // 2, p // 2), down=2 if kernel_size == 1 else 1)
 
     def forward(self, x):  # [NCHW]
-        if self.downsample:
-            return F.conv2d(self.blur(x), self.weight * self.scale, stride=2)
-        return F.conv2d(x, self.weight * self.scale, padding=self.weight.shape[-1] // 2)
+        weight = self.weight * self.scale
+        if not self.downsample:
+            return F.conv2d(x, weight, padding=self.weight.shape[-1] // 2)
+        return F.conv2d(self.blur(x), weight, stride=self.blur.down % 2 + 1)
 
 
 class ConvLayer(nn.Module):
-    """EqualConv2d followed by bias + leaky ReLU * sqrt(2) (or nothing, for the skip path)."""
+    """EqualConv2d followed by bias + leaky ReLU (or nothing, for the skip path).
 
-    def __init__(self, in_ch, out_ch, kernel_size, downsample=False, activate=True):
+    StyleGAN2 multiplies every leaky ReLU output by sqrt(2). Leaky ReLU, blur and conv are positively
+    homogeneous, so such a factor can instead ride on the weights of the layer that reads the activation:
+    `act_gain` is the factor this layer's output keeps, `in_gain` the one its input left out. Same maths,
+    one pass less over each activation map.
+    """
+
+    def __init__(self, in_ch, out_ch, kernel_size, downsample=False, activate=True, in_gain=1.0, act_gain=SQRT2):
         super().__init__()
-        self.conv = EqualConv2d(in_ch, out_ch, kernel_size, downsample)
+        self.conv = EqualConv2d(in_ch, out_ch, kernel_size, downsample, in_gain)
         self.bias = nn.Parameter(torch.zeros(out_ch)) if activate else None
+        self.act_gain = act_gain
 
     def forward(self, x):
         x = self.conv(x)
-        return x if self.bias is None else bias_act(x, self.bias)
+        return x if self.bias is None else bias_act(x, self.bias, gain=self.act_gain)
 
 
 class ResBlock(nn.Module):
-    def __init__(self, in_ch, out_ch):
+    """(conv2(conv1(x)) + skip(x)) / sqrt(2), with the activations' sqrt(2) folded into the next weights.
+
+    in_gain: the factor the input x left out (sqrt(2) after an activation without it, else 1).
+    """
+
+    def __init__(self, in_ch, out_ch, in_gain=1.0):
         super().__init__()
-        self.conv1 = ConvLayer(in_ch, in_ch, 3)
-        self.conv2 = ConvLayer(in_ch, out_ch, 3, downsample=True)
-        self.skip = ConvLayer(in_ch, out_ch, 1, downsample=True, activate=False)
+        self.conv1 = ConvLayer(in_ch, in_ch, 3, in_gain=in_gain, act_gain=1.0)
+        # conv2's own sqrt(2) cancels the residual's 1 / sqrt(2)
+        self.conv2 = ConvLayer(in_ch, out_ch, 3, downsample=True, in_gain=SQRT2, act_gain=1.0)
+        self.skip = ConvLayer(in_ch, out_ch, 1, downsample=True, activate=False, in_gain=in_gain / SQRT2)
 
     def forward(self, x):  # [N, I, H, W] -> [N, O, H/2, W/2]
-        return (self.conv2(self.conv1(x)) + self.skip(x)) / math.sqrt(2)
+        return self.conv2(self.conv1(x)) + self.skip(x)
 
 
 class Branch(nn.Sequential):
@@ -58,7 +76,8 @@ class Branch(nn.Sequential):
     def __init__(self, in_dim, cfg: SSGConfig):
         res = cfg.disc_resolutions
         ch = cfg.disc_channels
-        super().__init__(ConvLayer(in_dim, ch[res[0]], 1), *(ResBlock(ch[a], ch[b]) for a, b in zip(res, res[1:])))
+        first = ConvLayer(in_dim, ch[res[0]], 1, act_gain=1.0)
+        super().__init__(first, *(ResBlock(ch[a], ch[b], in_gain=SQRT2 if a == res[0] else 1.0) for a, b in zip(res, res[1:])))
 
 
 class Discriminator(nn.Module):

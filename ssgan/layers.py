@@ -27,15 +27,16 @@ class EqualLinear(nn.Module):
 
 
 class Blur(nn.Module):
-    """FIR low-pass filter with the [1,3,3,1] kernel."""
+    """FIR low-pass filter with the [1,3,3,1] kernel; down=2 keeps (and computes) only the even pixels."""
 
-    def __init__(self, padding, gain=1.0):
+    def __init__(self, padding, gain=1.0, down=1):
         super().__init__()
         self.register_buffer("kernel", make_kernel(BLUR_TAPS, gain), persistent=False)
         self.padding = padding
+        self.down = down
 
     def forward(self, x):  # [NCHW]
-        return upfirdn2d(x, self.kernel, padding=self.padding)
+        return upfirdn2d(x, self.kernel, down=self.down, padding=self.padding)
 
 
 class Upsample(nn.Module):
