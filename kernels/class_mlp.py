@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from einops import einsum
 
-from ._dispatch import new_output, resolve_impl
+from ._dispatch import interpreting, new_output, resolve_impl
 
 try:
     import triton
@@ -37,10 +37,12 @@ except ImportError:
 SQRT2 = math.sqrt(2.0)
 NEG_SLOPE = 0.2
 
-# Tile sizes (pixels per program). Not tuned on a GPU yet; the backward holds more [tile, C] tensors
-# live than the forward, hence its smaller tile.
+# Tile sizes (pixels per program) on a GPU, not tuned there yet; the backward holds more [tile, C]
+# tensors live than the forward, hence its smaller tile. The interpreter pays per operation and per
+# program rather than per element, so it runs far fewer, larger tiles.
 FWD_BLOCK_P = 64
 BWD_BLOCK_P = 32
+INTERPRETER_BLOCK_P = 1024
 # The kernels keep a [C, C] weight and several [tile, C] activations in registers, and tl.dot wants
 # every dimension >= 16: channel counts outside this set of powers of two use the reference.
 KERNEL_CHANNELS = (16, 32, 64, 128)
@@ -114,8 +116,11 @@ def class_mlp_triton(pos, weight, bias, styles, depth_weight, depth_bias, depth_
         raise ValueError(f"class_mlp's Triton path needs all inputs in one floating dtype, got {dtypes}")
     if weight.shape[-1] not in KERNEL_CHANNELS:
         raise ValueError(f"class_mlp's Triton path needs C in {KERNEL_CHANNELS}, got C={weight.shape[-1]}")
-    scale = styles / math.sqrt(weight.shape[-1])
-    demod = demodulation(weight, scale)
+    # Scales and demodulation in at least float32: their gradients nearly cancel (demodulation makes each
+    # layer blind to the scale of a weight row), which half precision would turn into noise.
+    compute = torch.promote_types(weight.dtype, torch.float32)
+    scale = styles.to(compute) / math.sqrt(weight.shape[-1])
+    demod = demodulation(weight.to(compute), scale)
     return _ModulatedMLP.apply(pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_layer, detach_texture)
 
 
@@ -132,8 +137,10 @@ class _ModulatedMLP(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: a backward that autograd can differentiate again
             needed = [i for i, need in enumerate(ctx.needs_input_grad[:7]) if need]
             with torch.enable_grad():
-                outputs = _modulated_mlp_reference(*inputs, ctx.depth_layer, ctx.detach_texture)
-            found = torch.autograd.grad(outputs, [inputs[i] for i in needed], (grad_hidden, grad_depth),
+                compute = ctx.saved_tensors[3].dtype  # that of the scales, at least float32
+                outputs = _modulated_mlp_reference(*[t.to(compute) for t in inputs], ctx.depth_layer, ctx.detach_texture)
+            grad_outputs = (grad_hidden.to(compute), grad_depth.to(compute))
+            found = torch.autograd.grad(outputs, [inputs[i] for i in needed], grad_outputs,
                                         create_graph=True, allow_unused=True)
             grads = [None] * 7
             for i, grad in zip(needed, found):
@@ -158,13 +165,21 @@ def _forward(pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_la
     hidden = new_output((B, K, P, C), pos)
     depth = new_output((B, K, P), pos)
     acc, precision = _kernel_dtypes(pos.dtype)
-    grid = (triton.cdiv(P, FWD_BLOCK_P), K, B)
+    block = _block_p(FWD_BLOCK_P, P)
+    grid = (triton.cdiv(P, block), K, B)
     _class_mlp_fwd_kernel[grid](
         pos.contiguous(), weight.contiguous(), bias.contiguous(), scale.contiguous(), demod.contiguous(),
         depth_weight.contiguous(), depth_bias.contiguous(), hidden, depth, P, K, L, depth_layer,
-        C=C, BLOCK_P=FWD_BLOCK_P, ACC=acc, PRECISION=precision,
+        C=C, BLOCK_P=block, ACC=acc, PRECISION=precision,
     )
     return hidden, depth
+
+
+def _block_p(gpu_block, P):
+    """Pixels per tile: the GPU size, or under the interpreter a larger one (no larger than P needs)."""
+    if not interpreting():
+        return gpu_block
+    return max(16, min(INTERPRETER_BLOCK_P, triton.next_power_of_2(P)))
 
 
 def _resident_programs(device):
@@ -183,33 +198,32 @@ def _backward(pos, weight, bias, scale, demod, depth_weight, depth_bias, grad_hi
     sums = {name: torch.zeros(shape, device=pos.device, dtype=acc_dtype) for name, shape in {
         "pos": (P, C) if need_pos else (1,), "weight": weight.shape, "bias": bias.shape, "scale": scale.shape,
         "demod": demod.shape, "depth_weight": depth_weight.shape, "depth_bias": depth_bias.shape}.items()}
-    tiles_per_map = triton.cdiv(P, BWD_BLOCK_P)
+    block = _block_p(BWD_BLOCK_P, P)
+    tiles_per_map = triton.cdiv(P, block)
     num_tiles = tiles_per_map * K * B
     programs = min(num_tiles, _resident_programs(pos.device))
-    scratch = torch.empty((programs, L, BWD_BLOCK_P, C), device=pos.device, dtype=acc_dtype)
+    scratch = torch.empty((programs, L, block, C), device=pos.device, dtype=acc_dtype)
     _class_mlp_bwd_kernel[(programs,)](
         pos.contiguous(), weight.contiguous(), bias.contiguous(), scale.contiguous(), demod.contiguous(),
         depth_weight.contiguous(), grad_hidden.contiguous(), grad_depth.contiguous(), scratch,
         sums["pos"], sums["weight"], sums["bias"], sums["scale"], sums["demod"], sums["depth_weight"], sums["depth_bias"],
         P, K, L, depth_layer, tiles_per_map, num_tiles,
-        C=C, BLOCK_P=BWD_BLOCK_P, ACC=acc, PRECISION=precision, DETACH=detach_texture, NEED_POS=need_pos,
+        C=C, BLOCK_P=block, ACC=acc, PRECISION=precision, DETACH=detach_texture, NEED_POS=need_pos,
     )
     if not need_pos:
         sums["pos"] = None
-    return [None if grad is None else grad.to(pos.dtype) for grad in sums.values()]
+    inputs = (pos, weight, bias, scale, demod, depth_weight, depth_bias)
+    return [None if grad is None else grad.to(t.dtype) for grad, t in zip(sums.values(), inputs)]
 
 
 if triton is not None:
 
     @triton.jit
-    def _modulated_layer(x, w_ptr, s_ptr, d_ptr, b_ptr, ch, C: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):
-        """One layer on a [tile, C] block: lrelu((x * s) @ W^T * d + b) * sqrt(2), in ACC precision."""
-        w = tl.load(w_ptr + ch[:, None] * C + ch[None, :])  # [O, I]
-        s = tl.load(s_ptr + ch).to(ACC)
-        d = tl.load(d_ptr + ch).to(ACC)
-        b = tl.load(b_ptr + ch).to(ACC)
-        u = (x * s[None, :]).to(w.dtype)  # the dot runs in the input dtype, like the reference's matmul
-        y = tl.dot(u, tl.trans(w), input_precision=PRECISION, out_dtype=ACC) * d[None, :] + b[None, :]
+    def _modulated_layer(x, w, s_ptrs, d_ptrs, b_ptrs, ACC: tl.constexpr, PRECISION: tl.constexpr):
+        """One layer on a [tile, C] block with weight w [O, I]: lrelu((x * s) @ W^T * d + b) * sqrt(2)."""
+        u = (x * tl.load(s_ptrs).to(ACC)[None, :]).to(w.dtype)  # the dot runs in the input dtype, like the reference
+        y = tl.dot(u, tl.trans(w), input_precision=PRECISION, out_dtype=ACC)
+        y = y * tl.load(d_ptrs).to(ACC)[None, :] + tl.load(b_ptrs).to(ACC)[None, :]
         return tl.where(y > 0, y, y * 0.2) * 1.4142135623730951
 
     @triton.jit
@@ -224,13 +238,21 @@ if triton is not None:
         ch = tl.arange(0, C)
         in_map = rows < P
         x = tl.load(pos_ptr + rows[:, None] * C + ch[None, :], mask=in_map[:, None], other=0.0).to(ACC)  # [tile, C]
+        # pointers to layer 0's parameters, advanced one layer per step
+        w_ptrs = weight_ptr + k * L * C * C + ch[:, None] * C + ch[None, :]  # [O, I]
+        s_ptrs = scale_ptr + bk * L * C + ch
+        d_ptrs = demod_ptr + bk * L * C + ch
+        b_ptrs = bias_ptr + k * L * C + ch
         for layer in range(L):
-            x = _modulated_layer(x, weight_ptr + (k * L + layer) * C * C, scale_ptr + (bk * L + layer) * C,
-                                 demod_ptr + (bk * L + layer) * C, bias_ptr + (k * L + layer) * C, ch, C, ACC, PRECISION)
+            x = _modulated_layer(x, tl.load(w_ptrs), s_ptrs, d_ptrs, b_ptrs, ACC, PRECISION)
             if layer == depth_layer:
                 head = tl.load(depth_weight_ptr + k * C + ch).to(ACC)
                 depth = tl.sum(x * head[None, :], axis=1) + tl.load(depth_bias_ptr + k).to(ACC)
                 tl.store(depth_ptr + bk * P + rows, depth.to(depth_ptr.dtype.element_ty), mask=in_map)
+            w_ptrs += C * C
+            s_ptrs += C
+            d_ptrs += C
+            b_ptrs += C
         tl.store(hidden_ptr + (bk * P + rows[:, None]) * C + ch[None, :], x.to(hidden_ptr.dtype.element_ty),
                  mask=in_map[:, None])
 
@@ -243,8 +265,9 @@ if triton is not None:
         DETACH: tl.constexpr, NEED_POS: tl.constexpr,
     ):
         ch = tl.arange(0, C)
-        block = tl.arange(0, BLOCK_P)[:, None] * C + ch[None, :]  # [tile, C] offsets inside one scratch layer
-        slot = scratch_ptr + tl.program_id(0).to(tl.int64) * L * BLOCK_P * C  # this program's L layer inputs
+        square = ch[:, None] * C + ch[None, :]  # [O, I] offsets inside one weight
+        # this program's scratch: the L layer inputs of its current tile
+        slot = scratch_ptr + tl.program_id(0).to(tl.int64) * L * BLOCK_P * C + tl.arange(0, BLOCK_P)[:, None] * C + ch[None, :]
         for tile in range(tl.program_id(0), num_tiles, tl.num_programs(0)):
             bk = (tile // tiles_per_map).to(tl.int64)  # flat (sample, class)
             k = bk % K
@@ -253,11 +276,16 @@ if triton is not None:
 
             # Recompute the tile's forward, keeping each layer's input.
             x = tl.load(pos_ptr + rows[:, None] * C + ch[None, :], mask=in_map[:, None], other=0.0).to(ACC)
+            w_off = k * L * C * C  # layer 0's weight; advanced (then walked back) one layer per step
+            v_off = bk * L * C  # layer 0's scale and demodulation
+            b_off = k * L * C  # layer 0's bias
             for layer in range(L):
-                tl.store(slot + layer * BLOCK_P * C + block, x)
-                x = _modulated_layer(x, weight_ptr + (k * L + layer) * C * C, scale_ptr + (bk * L + layer) * C,
-                                     demod_ptr + (bk * L + layer) * C, bias_ptr + (k * L + layer) * C, ch, C, ACC,
-                                     PRECISION)
+                tl.store(slot + layer * BLOCK_P * C, x)
+                x = _modulated_layer(x, tl.load(weight_ptr + w_off + square), scale_ptr + v_off + ch,
+                                     demod_ptr + v_off + ch, bias_ptr + b_off + ch, ACC, PRECISION)
+                w_off += C * C
+                v_off += C
+                b_off += C
             tl.debug_barrier()  # the scratch is read back by other threads of the program
 
             # Walk back. g: gradient of the current layer's output; rows outside the map carry zeros.
@@ -267,7 +295,10 @@ if triton is not None:
             out = x
             for step in range(L):
                 layer = L - 1 - step
-                x = tl.load(slot + layer * BLOCK_P * C + block)  # layer input [tile, C]
+                w_off -= C * C
+                v_off -= C
+                b_off -= C
+                x = tl.load(slot + layer * BLOCK_P * C)  # layer input [tile, C]
                 if layer == depth_layer:
                     if DETACH:
                         g = tl.zeros_like(g)
@@ -275,21 +306,19 @@ if triton is not None:
                     g += grad_depth[:, None] * head[None, :]
                     tl.atomic_add(grad_depth_weight_ptr + k * C + ch, tl.sum(grad_depth[:, None] * out, axis=0))
                     tl.atomic_add(grad_depth_bias_ptr + k, tl.sum(grad_depth, axis=0))
-                w_offset = (k * L + layer) * C * C
-                style_offset = (bk * L + layer) * C
-                w = tl.load(weight_ptr + w_offset + ch[:, None] * C + ch[None, :])  # [O, I]
-                s = tl.load(scale_ptr + style_offset + ch).to(ACC)
-                d = tl.load(demod_ptr + style_offset + ch).to(ACC)
+                w = tl.load(weight_ptr + w_off + square)  # [O, I]
+                s = tl.load(scale_ptr + v_off + ch).to(ACC)
+                d = tl.load(demod_ptr + v_off + ch).to(ACC)
                 # lrelu keeps the sign, so the layer output tells which slope applied
                 grad_y = tl.where(out > 0, g, g * 0.2) * 1.4142135623730951  # [tile, O]
-                tl.atomic_add(grad_bias_ptr + (k * L + layer) * C + ch, tl.sum(grad_y, axis=0))
+                tl.atomic_add(grad_bias_ptr + b_off + ch, tl.sum(grad_y, axis=0))
                 u = (x * s[None, :]).to(w.dtype)
                 # outer[o, i] = sum_p grad_y[p, o] u[p, i]: dW = d[o] outer, and d(demod)[o] = sum_i W[o, i] outer[o, i]
                 outer = tl.dot(tl.trans(grad_y.to(w.dtype)), u, input_precision=PRECISION, out_dtype=ACC)  # [O, I]
-                tl.atomic_add(grad_weight_ptr + w_offset + ch[:, None] * C + ch[None, :], outer * d[:, None])
-                tl.atomic_add(grad_demod_ptr + style_offset + ch, tl.sum(outer * w.to(ACC), axis=1))
+                tl.atomic_add(grad_weight_ptr + w_off + square, outer * d[:, None])
+                tl.atomic_add(grad_demod_ptr + v_off + ch, tl.sum(outer * w.to(ACC), axis=1))
                 grad_u = tl.dot((grad_y * d[None, :]).to(w.dtype), w, input_precision=PRECISION, out_dtype=ACC)  # [tile, I]
-                tl.atomic_add(grad_scale_ptr + style_offset + ch, tl.sum(grad_u * x, axis=0))
+                tl.atomic_add(grad_scale_ptr + v_off + ch, tl.sum(grad_u * x, axis=0))
                 g = grad_u * s[None, :]
                 out = x
             if NEED_POS:
