@@ -56,6 +56,15 @@ def quiet(*args, **kwargs):
     pass
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning threads cost a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --- losses -------------------------------------------------------------------------------------
 def test_logistic_losses_match_formulas():
     real, fake = torch.randn(6, 1), torch.randn(6, 1)
