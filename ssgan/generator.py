@@ -74,6 +74,8 @@ class LocalGenerators(nn.Module):
         self.feat_bias = nn.Parameter(torch.zeros(K, Fc))
         self.register_buffer("transparent", torch.zeros(K, dtype=torch.bool), persistent=False)
         self.transparent[list(cfg.transparent)] = True
+        # Trade time for memory in the reference path's backward (see _class_mlp_recomputed).
+        self.recompute_in_backward = True
 
     def forward(self, w_expanded, composition_mask=None):
         """w_expanded: [B, K*L, D] -> features [B, F, G, G], mask m [B, K, G, G], depths [B, K, G, G]."""
@@ -87,7 +89,8 @@ class LocalGenerators(nn.Module):
         depth_weight = F.pad(self.depth_weight * self.depth_scale * head_scale, (0, 0, 1, 0))  # [K, C], row 0 zero
         depth_bias = F.pad(self.depth_bias, (1, 0))
         mlp_args = (pos, self.weight, self.bias, styles, depth_weight, depth_bias)
-        if torch.is_grad_enabled() and resolve_impl("auto", w_expanded) == "reference":
+        recompute = self.recompute_in_backward and torch.is_grad_enabled()
+        if recompute and resolve_impl("auto", w_expanded) == "reference":
             hidden, depth = self._class_mlp_recomputed(*mlp_args)
         else:
             hidden, depth = class_mlp(*mlp_args, cfg.depth_layers - 1, cfg.detach_texture)
@@ -96,7 +99,6 @@ class LocalGenerators(nn.Module):
         features, mask = depth_fusion(depth, hidden, feat_weight, self.feat_bias, transparent, composition_mask)
         to_map = lambda t: rearrange(t, "b c (h w) -> b c h w", h=G)  # noqa: E731
         return to_map(features), to_map(mask), to_map(depth)
-
 
     def _class_mlp_recomputed(self, pos, weight, bias, styles, depth_weight, depth_bias):
         """class_mlp one class at a time, each recomputed in the backward instead of stored.
