@@ -82,7 +82,9 @@ def test_gradients_match_reference(case, dtype):
     ref_grads = torch.autograd.grad(ref, list(ref_inputs.values()), grad)
     for name, g, r in zip(tensors, grads, ref_grads):
         assert g.dtype == dtype and torch.isfinite(g).all(), name
-        assert_close(g, r, 1e-5 if dtype == torch.float32 else 1e-2, name)
+        # float16: where rounding moves a pre-activation across zero the leaky-ReLU derivative jumps (1 vs
+        # 0.2); one such element moves a bias gradient by a percent or more.
+        assert_close(g, r, 1e-5 if dtype == torch.float32 else 5e-2, name)
 
 
 def check_float32_forward_and_gradients(case):
