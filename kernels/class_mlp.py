@@ -83,7 +83,9 @@ def class_mlp_reference(pos, weight, bias, styles, depth_weight, depth_bias, dep
     """
     scale = styles / math.sqrt(weight.shape[-1])
     demod = demodulation(weight, scale)  # [B, K, L, C]
-    return _modulated_mlp_reference(pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_layer, detach_texture)
+    return _modulated_mlp_reference(
+        pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_layer, detach_texture
+    )
 
 
 def _check_inputs(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer):
@@ -95,7 +97,9 @@ def _check_inputs(pos, weight, bias, styles, depth_weight, depth_bias, depth_lay
     given = {"pos": pos, "bias": bias, "styles": styles, "depth_weight": depth_weight, "depth_bias": depth_bias}
     for name, tensor in given.items():
         if tuple(tensor.shape) != expected[name]:
-            raise ValueError(f"{name} must have shape {expected[name]} for weight {tuple(weight.shape)}, got {tuple(tensor.shape)}")
+            raise ValueError(
+                f"{name} must have shape {expected[name]} for weight {tuple(weight.shape)}, got {tuple(tensor.shape)}"
+            )
     if not 0 <= depth_layer < L:
         raise ValueError(f"depth_layer must lie in [0, {L}) for {L} layers, got {depth_layer}")
 
@@ -110,7 +114,8 @@ def class_mlp(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, 
 
 def class_mlp_triton(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture=False):
     """The Triton path of `class_mlp` (C in KERNEL_CHANNELS, all tensors of one floating dtype)."""
-    tensors = {"pos": pos, "weight": weight, "bias": bias, "styles": styles, "depth_weight": depth_weight, "depth_bias": depth_bias}
+    tensors = {"pos": pos, "weight": weight, "bias": bias, "styles": styles,
+               "depth_weight": depth_weight, "depth_bias": depth_bias}  # fmt: skip
     dtypes = {name: t.dtype for name, t in tensors.items()}
     if len(set(dtypes.values())) != 1 or not weight.dtype.is_floating_point:
         raise ValueError(f"class_mlp's Triton path needs all inputs in one floating dtype, got {dtypes}")
@@ -136,9 +141,10 @@ class _ModulatedMLP(torch.autograd.Function):
         inputs = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a backward that autograd can differentiate again
             needed = [i for i, need in enumerate(ctx.needs_input_grad[:7]) if need]
+            compute = inputs[3].dtype  # that of the scales, at least float32
             with torch.enable_grad():
-                compute = ctx.saved_tensors[3].dtype  # that of the scales, at least float32
-                outputs = _modulated_mlp_reference(*[t.to(compute) for t in inputs], ctx.depth_layer, ctx.detach_texture)
+                promoted = [t.to(compute) for t in inputs]
+                outputs = _modulated_mlp_reference(*promoted, ctx.depth_layer, ctx.detach_texture)
             grad_outputs = (grad_hidden.to(compute), grad_depth.to(compute))
             found = torch.autograd.grad(outputs, [inputs[i] for i in needed], grad_outputs,
                                         create_graph=True, allow_unused=True)
@@ -206,7 +212,7 @@ def _backward(pos, weight, bias, scale, demod, depth_weight, depth_bias, grad_hi
     _class_mlp_bwd_kernel[(programs,)](
         pos.contiguous(), weight.contiguous(), bias.contiguous(), scale.contiguous(), demod.contiguous(),
         depth_weight.contiguous(), grad_hidden.contiguous(), grad_depth.contiguous(), scratch,
-        sums["pos"], sums["weight"], sums["bias"], sums["scale"], sums["demod"], sums["depth_weight"], sums["depth_bias"],
+        *sums.values(),
         P, K, L, depth_layer, tiles_per_map, num_tiles,
         C=C, BLOCK_P=block, ACC=acc, PRECISION=precision, DETACH=detach_texture, NEED_POS=need_pos,
     )
@@ -267,7 +273,8 @@ if triton is not None:
         ch = tl.arange(0, C)
         square = ch[:, None] * C + ch[None, :]  # [O, I] offsets inside one weight
         # this program's scratch: the L layer inputs of its current tile
-        slot = scratch_ptr + tl.program_id(0).to(tl.int64) * L * BLOCK_P * C + tl.arange(0, BLOCK_P)[:, None] * C + ch[None, :]
+        slot = scratch_ptr + tl.program_id(0).to(tl.int64) * L * BLOCK_P * C
+        slot += tl.arange(0, BLOCK_P)[:, None] * C + ch[None, :]
         for tile in range(tl.program_id(0), num_tiles, tl.num_programs(0)):
             bk = (tile // tiles_per_map).to(tl.int64)  # flat (sample, class)
             k = bk % K
@@ -317,7 +324,8 @@ if triton is not None:
                 outer = tl.dot(tl.trans(grad_y.to(w.dtype)), u, input_precision=PRECISION, out_dtype=ACC)  # [O, I]
                 tl.atomic_add(grad_weight_ptr + w_off + square, outer * d[:, None])
                 tl.atomic_add(grad_demod_ptr + v_off + ch, tl.sum(outer * w.to(ACC), axis=1))
-                grad_u = tl.dot((grad_y * d[None, :]).to(w.dtype), w, input_precision=PRECISION, out_dtype=ACC)  # [tile, I]
+                grad_a = (grad_y * d[None, :]).to(w.dtype)
+                grad_u = tl.dot(grad_a, w, input_precision=PRECISION, out_dtype=ACC)  # [tile, I]
                 tl.atomic_add(grad_scale_ptr + v_off + ch, tl.sum(grad_u * x, axis=0))
                 g = grad_u * s[None, :]
                 out = x

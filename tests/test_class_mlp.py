@@ -29,7 +29,8 @@ def make_inputs(B, K, L, C, P, dtype, seed):
     randn = lambda *shape: torch.randn(shape, generator=gen, dtype=torch.float64)  # noqa: E731
     depth_weight = randn(K, C) / math.sqrt(C)
     depth_weight[0] = 0
-    tensors = (randn(P, C), randn(K, L, C, C), 0.2 * randn(K, L, C), 1 + 0.5 * randn(B, K, L, C), depth_weight, randn(K))
+    styles = 1 + 0.5 * randn(B, K, L, C)
+    tensors = (randn(P, C), randn(K, L, C, C), 0.2 * randn(K, L, C), styles, depth_weight, randn(K))
     return [t.to(dtype) for t in tensors]
 
 
@@ -44,12 +45,14 @@ def problems(draw, max_maps, max_tiles):
     return B, K, L, C, P, draw(st.integers(0, L - 1)), draw(st.booleans())
 
 
+DTYPES = st.sampled_from([torch.float32, torch.float16])
+SEEDS = st.integers(0, 2**31)
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 2e-2}
 GRAD_TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-2}
 
 
 @settings(max_examples=12)
-@given(problem=problems(max_maps=16, max_tiles=3), dtype=st.sampled_from([torch.float32, torch.float16]), seed=st.integers(0, 2**31))
+@given(problem=problems(max_maps=16, max_tiles=3), dtype=DTYPES, seed=SEEDS)
 def test_forward_matches_reference(problem, dtype, seed):
     B, K, L, C, P, depth_layer, detach = problem
     inputs = make_inputs(B, K, L, C, P, dtype, seed)
@@ -78,7 +81,7 @@ def gradients(fn, inputs, depth_layer, detach, grad_hidden, grad_depth):
 
 
 @settings(max_examples=10)
-@given(problem=problems(max_maps=6, max_tiles=2), dtype=st.sampled_from([torch.float32, torch.float16]), seed=st.integers(0, 2**31))
+@given(problem=problems(max_maps=6, max_tiles=2), dtype=DTYPES, seed=SEEDS)
 def test_gradients_match_reference(problem, dtype, seed):
     B, K, L, C, P, depth_layer, detach = problem
     inputs = make_inputs(B, K, L, C, P, dtype, seed)
