@@ -15,7 +15,10 @@ _dispatch.FILL_OUTPUTS_WITH_NAN = True
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
-settings.register_profile("ci", max_examples=12, deadline=None, derandomize=False, print_blob=True)
+# "ci" (the default) draws the same examples on every run, so CI is reproducible; HYPOTHESIS_PROFILE=explore draws fresh
+# examples each run and more of them, for hunting bugs locally.
+settings.register_profile("ci", max_examples=12, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("explore", max_examples=50, deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
