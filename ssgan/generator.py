@@ -101,22 +101,24 @@ class LocalGenerators(nn.Module):
         return to_map(features), to_map(mask), to_map(depth)
 
     def _class_mlp_recomputed(self, pos, weight, bias, styles, depth_weight, depth_bias):
-        """class_mlp one class at a time, each recomputed in the backward instead of stored.
+        """class_mlp over all (sample, class) pairs, one chunk of pixels at a time, each chunk recomputed in
+        the backward instead of stored.
 
         The reference MLP keeps several [B, K, P, C] activations per layer for its backward, more than the
-        whole render net keeps; this way only the outputs are stored, and the backward holds one class's
-        activations at a time. Same maths, same results.
+        whole render net keeps; this way only the outputs are stored, and the backward holds one chunk's
+        activations at a time. The MLP is per pixel, so chunking changes nothing in the maths.
         """
         depth_layer, detach = self.cfg.depth_layers - 1, self.cfg.detach_texture
+        chunk = -(-pos.shape[0] // self.cfg.num_classes)  # the memory of one class's activations
         outputs = [
             checkpoint(
-                class_mlp, pos, weight[k : k + 1], bias[k : k + 1], styles[:, k : k + 1], depth_weight[k : k + 1],
-                depth_bias[k : k + 1], depth_layer, detach, use_reentrant=False,
-            )  # fmt: skip
-            for k in range(self.cfg.num_classes)
+                class_mlp, pos_chunk, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach,
+                use_reentrant=False,
+            )
+            for pos_chunk in pos.split(chunk)
         ]
         hidden, depth = zip(*outputs)
-        return torch.cat(hidden, 1), torch.cat(depth, 1)  # [B, K, P, C], [B, K, P]
+        return torch.cat(hidden, 2), torch.cat(depth, 2)  # [B, K, P, C], [B, K, P]
 
 
 class RenderConv(nn.Module):
