@@ -6,21 +6,12 @@ torch.compile(reference), forward and forward + backward, at the model's sizes (
 
 import pytest
 import torch
-from conftest import requires_cuda, synchronized
+from conftest import compiled, requires_cuda, synchronized
 from ssgan.kernels.bias_act import bias_act, bias_act_reference
 
 pytestmark = requires_cuda
 
-_compiled = None
-
-
-def compiled_reference(*args, **kwargs):
-    """torch.compile of the reference with static shapes: one graph per case, dtype and grad mode."""
-    global _compiled
-    if _compiled is None:
-        torch._dynamo.config.recompile_limit = 64  # the default 8 would send later cases back to eager
-        _compiled = torch.compile(bias_act_reference, dynamic=False)
-    return _compiled(*args, **kwargs)
+compiled_reference = compiled(bias_act_reference)
 
 
 IMPLS = {

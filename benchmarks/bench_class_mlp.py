@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import requires_cuda, synchronized
+from conftest import compiled, requires_cuda, synchronized
 from ssgan.kernels.class_mlp import class_mlp, class_mlp_reference
 
 pytestmark = requires_cuda
@@ -17,16 +17,7 @@ K, C, L, P, DEPTH_LAYER = 13, 64, 10, 4096, 5
 BATCHES = (4, 16)
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
-_compiled = None
-
-
-def compiled_reference(*args):
-    """torch.compile of the reference with static shapes: one graph per batch, dtype and grad mode."""
-    global _compiled
-    if _compiled is None:
-        torch._dynamo.config.recompile_limit = 64  # the default 8 would send later cases back to eager
-        _compiled = torch.compile(class_mlp_reference, dynamic=False)
-    return _compiled(*args)
+compiled_reference = compiled(class_mlp_reference)
 
 
 IMPLS = {

@@ -11,7 +11,7 @@ memory above the inputs in extra_info.
 import pytest
 import torch
 
-from conftest import requires_cuda, synchronized
+from conftest import compiled, requires_cuda, synchronized
 from ssgan.kernels.depth_fusion import depth_fusion, depth_fusion_naive, depth_fusion_reference
 
 pytestmark = requires_cuda
@@ -21,14 +21,7 @@ TRANSPARENT = (10, 12)
 BATCHES = [4, 16]
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
-_compiled = None
-
-
-def compiled_reference(*args):
-    global _compiled
-    if _compiled is None:
-        _compiled = torch.compile(depth_fusion_reference)
-    return _compiled(*args)
+compiled_reference = compiled(depth_fusion_reference)
 
 
 IMPLS = {

@@ -14,7 +14,7 @@ model's sizes (celebamask-256, batch 8), forward and forward + backward.
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import requires_cuda, synchronized
+from conftest import compiled, requires_cuda, synchronized
 from ssgan.kernels.upfirdn2d import make_kernel, upfirdn2d, upfirdn2d_naive, upfirdn2d_reference
 
 TAPS = (1, 3, 3, 1)
@@ -79,16 +79,7 @@ def test_upfirdn2d_cpu_forward_backward(benchmark, record, impl, case):
 
 # --- GPU ---------------------------------------------------------------------------------------------------
 
-_compiled = None
-
-
-def compiled_reference(*args, **kwargs):
-    """torch.compile of the reference with static shapes: one graph per case, dtype and grad mode."""
-    global _compiled
-    if _compiled is None:
-        torch._dynamo.config.recompile_limit = 64  # the default 8 would send later cases back to eager
-        _compiled = torch.compile(upfirdn2d_reference, dynamic=False)
-    return _compiled(*args, **kwargs)
+compiled_reference = compiled(upfirdn2d_reference)
 
 
 GPU_IMPLS = {

@@ -36,3 +36,17 @@ def record(benchmark):
     except ImportError:
         pass
     return benchmark.extra_info
+
+
+def compiled(fn):
+    """torch.compile of `fn` with static shapes, compiled on first call: one graph per case, dtype and grad mode."""
+    graph = None
+
+    def run(*args, **kwargs):
+        nonlocal graph
+        if graph is None:
+            torch._dynamo.config.recompile_limit = 64  # the default 8 would send later cases back to eager
+            graph = torch.compile(fn, dynamic=False)
+        return graph(*args, **kwargs)
+
+    return run
