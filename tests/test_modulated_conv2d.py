@@ -95,7 +95,9 @@ def check_float32_forward_and_gradients(case):
     grad = torch.randn_like(ref)
     grads = torch.autograd.grad(out, list(tensors.values()), grad)
     for name, g, r in zip(tensors, grads, torch.autograd.grad(ref, list(ref_inputs.values()), grad)):
-        assert_close(g, r, 1e-5, name)
+        # The noise strength's gradient is one float32 sum over every output element (~8e4 here): its
+        # rounding error alone reaches a few 1e-5 relative, whichever order the two sides add in.
+        assert_close(g, r, 1e-4 if name == "noise_strength" else 1e-5, name)
 
 
 def test_gradients_span_several_tiles():
