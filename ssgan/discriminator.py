@@ -7,7 +7,8 @@ from torch import nn
 
 from ssgan.config import SSGConfig
 from ssgan.kernels import bias_act
-from ssgan.layers import Blur, EqualLinear
+from ssgan.kernels.nn import EqualLinear
+from ssgan.layers import Blur
 
 
 SQRT2 = math.sqrt(2)

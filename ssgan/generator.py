@@ -11,7 +11,8 @@ from torch.utils.checkpoint import checkpoint
 from ssgan.config import SSGConfig
 from ssgan.kernels import class_mlp, depth_fusion, modulated_conv2d, styled_conv2d
 from ssgan.kernels._dispatch import resolve_impl
-from ssgan.layers import EqualLinear, Upsample
+from ssgan.kernels.nn import EqualLinear
+from ssgan.layers import Upsample
 
 NOISE_MODES = ("const", "random", "none")
 

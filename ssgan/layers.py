@@ -1,29 +1,10 @@
-"""Equalised-learning-rate building blocks shared by the generator and the discriminator."""
-import math
-
-import torch
-import torch.nn.functional as F
+"""Blur and upsampling modules shared by the generator and the discriminator (their FIR kernels are not saved in
+state dicts, unlike the drop-in layers of ssgan.kernels.nn, so checkpoints keep the original's tensor set)."""
 from torch import nn
 
-from ssgan.kernels import bias_act, make_kernel, upfirdn2d
+from ssgan.kernels import make_kernel, upfirdn2d
 
 BLUR_TAPS = (1, 3, 3, 1)
-
-
-class EqualLinear(nn.Module):
-    """Linear layer with run-time weight scaling lr_mul/sqrt(in) and an optional fused leaky ReLU."""
-
-    def __init__(self, in_dim, out_dim, bias_init=0.0, lr_mul=1.0, activation=None):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
-        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
-        self.scale = lr_mul / math.sqrt(in_dim)
-        self.lr_mul = lr_mul
-        self.activation = activation
-
-    def forward(self, x):  # [..., in] -> [..., out]
-        x = F.linear(x, self.weight * self.scale)
-        return bias_act(x, self.bias * self.lr_mul, dim=x.ndim - 1, act=self.activation or "linear")
 
 
 class Blur(nn.Module):
