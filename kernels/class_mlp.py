@@ -24,7 +24,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from einops import einsum
+from einops import einsum, rearrange
 
 from ._dispatch import interpreting, new_output, resolve_impl
 
@@ -54,19 +54,27 @@ def demodulation(weight, styles):
 
 
 def _modulated_mlp_reference(pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_layer, detach_texture):
-    """The MLP with its input scales [B, K, L, C] and output scales `demod` [B, K, L, C] given."""
-    x = pos
+    """The MLP with its input scales [B, K, L, C] and output scales `demod` [B, K, L, C] given.
+
+    Each layer's input scale, output scale and the previous layer's gain are folded into one small weight per
+    (sample, class, layer), so a layer is one batched matmul-add and one in-place activation over [B, K, P, C]
+    instead of five passes: lrelu(z) * sqrt(2) is kept as lrelu(z), with the sqrt(2) applied by its reader.
+    """
+    B, K, L, C = scale.shape
+    folded = weight[None] * scale[:, :, :, None, :] * demod[:, :, :, :, None]  # [B, K, L, O, I]
+    gains = torch.tensor([1.0] + [SQRT2] * (L - 1), dtype=folded.dtype, device=folded.device)  # pos has no gain
+    folded = rearrange(folded * gains[:, None, None], "b k l o i -> l (b k) i o")
+    layer_bias = rearrange(bias, "k l c -> l k 1 c").repeat(1, B, 1, 1)  # [L, B*K, 1, C]
+    x = pos.expand(B * K, *pos.shape)  # [B*K, P, C]
     depth = None
-    for layer in range(weight.shape[1]):
-        x = x * scale[:, :, layer, None, :]  # [B, K, P, C]
-        x = einsum(x, weight[:, layer], "b k p i, k o i -> b k p o")
-        x = x * demod[:, :, layer, None, :] + bias[None, :, layer, None, :]
-        x = F.leaky_relu(x, NEG_SLOPE) * SQRT2
+    for layer in range(L):
+        x = F.leaky_relu_(torch.baddbmm(layer_bias[layer], x, folded[layer]), NEG_SLOPE)  # [B*K, P, C]
         if layer == depth_layer:
-            depth = einsum(x, depth_weight, "b k p c, k c -> b k p") + depth_bias[None, :, None]
+            depth = torch.bmm(x, depth_weight.repeat(B, 1)[:, :, None] * SQRT2)  # [B*K, P, 1]
+            depth = rearrange(depth, "(b k) p 1 -> b k p", b=B) + depth_bias[None, :, None]
             if detach_texture:
                 x = x.detach()
-    return x, depth
+    return rearrange(x * SQRT2, "(b k) p c -> b k p c", b=B), depth
 
 
 def class_mlp_reference(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture=False):

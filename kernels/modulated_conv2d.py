@@ -40,6 +40,13 @@ LRELU_SLOPE = 0.2
 
 def modulated_conv2d_reference(x, weight, styles, demodulate=True, up=1):
     """x: [NCHW]; weight: [O, I, kh, kw]; styles: [I] (batch-shared) or [N, I]. Returns [N, O, H*up, W*up]."""
+    return _modulated_conv2d(x, weight, styles, demodulate, up, gain=1.0)
+
+
+def _modulated_conv2d(x, weight, styles, demodulate, up, gain):
+    """modulated_conv2d_reference times `gain`, applied to the small weights or scales, not to the output.
+
+    Always returns a fresh tensor that no backward needs, so callers may finish it in place."""
     if up not in (1, 2):
         raise ValueError(f"up must be 1 or 2, got {up}")
     out_ch, in_ch, kh, kw = weight.shape
@@ -55,20 +62,22 @@ def modulated_conv2d_reference(x, weight, styles, demodulate=True, up=1):
         w = weight * (styles * scale)[None, :, None, None]  # [O, I, kh, kw]
         if demodulate:
             w = w * torch.rsqrt(w.square().sum([1, 2, 3], keepdim=True) + 1e-8)
+        if gain != 1:
+            w = w * gain
         if up == 1:
             return F.conv2d(x, w, padding=kh // 2)
         y = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
     else:
         # Per-sample: scale the input, convolve with the shared weight, rescale the output (equivalent).
         s = styles * scale  # [N, I]
-        x = x * s[:, :, None, None]
+        x = x * (s if demodulate else s * gain)[:, :, None, None]
         if up == 1:
             y = F.conv2d(x, weight, padding=kh // 2)
         else:
             y = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
         if demodulate:
             demod = torch.rsqrt(weight.square().sum([2, 3])[None] @ s.square()[..., None] + 1e-8)  # [N, O, 1]
-            y = y * demod[..., None]
+            y = y * (demod * gain)[..., None]
         if up == 1:
             return y
     return upfirdn2d_reference(y, make_kernel(BLUR_TAPS, gain=4).to(y), padding=1)
@@ -79,10 +88,13 @@ def styled_conv2d_reference(x, weight, styles, bias, noise=None, noise_strength=
 
     noise: [N or 1, 1, H, W] or None; noise_strength: scalar tensor.
     """
-    y = modulated_conv2d_reference(x, weight, styles, demodulate, up)
+    # lrelu(z) * sqrt(2) == lrelu(sqrt(2) * z): the gain goes into the weights, noise and bias, and the
+    # epilogue runs in place on the conv's fresh output, which spares three full-size tensors each way.
+    y = _modulated_conv2d(x, weight, styles, demodulate, up, gain=SQRT2)
     if noise is not None:
-        y = y + noise_strength * noise
-    return bias_act_reference(y, bias)
+        y = y.add_(noise * (noise_strength * SQRT2))
+    y = y.add_(bias[:, None, None] * SQRT2)
+    return F.leaky_relu_(y, LRELU_SLOPE)
 
 
 def modulated_conv2d(x, weight, styles, demodulate=True, up=1, impl="auto"):

@@ -6,11 +6,9 @@ import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ssgan.config import SSGConfig
-from ssgan.kernels import class_mlp, depth_fusion, modulated_conv2d, styled_conv2d
-from ssgan.kernels._dispatch import resolve_impl
+from ssgan.kernels import class_mlp, depth_fusion, styled_conv2d
 from ssgan.kernels.nn import EqualLinear
 from ssgan.layers import Upsample
 
@@ -75,8 +73,6 @@ class LocalGenerators(nn.Module):
         self.feat_bias = nn.Parameter(torch.zeros(K, Fc))
         self.register_buffer("transparent", torch.zeros(K, dtype=torch.bool), persistent=False)
         self.transparent[list(cfg.transparent)] = True
-        # Trade time for memory in the reference path's backward (see _class_mlp_recomputed).
-        self.recompute_in_backward = True
 
     def forward(self, w_expanded, composition_mask=None):
         """w_expanded: [B, K*L, D] -> features [B, F, G, G], mask m [B, K, G, G], depths [B, K, G, G]."""
@@ -89,37 +85,14 @@ class LocalGenerators(nn.Module):
         head_scale = 1 / math.sqrt(C)
         depth_weight = F.pad(self.depth_weight * self.depth_scale * head_scale, (0, 0, 1, 0))  # [K, C], row 0 zero
         depth_bias = F.pad(self.depth_bias, (1, 0))
-        mlp_args = (pos, self.weight, self.bias, styles, depth_weight, depth_bias)
-        recompute = self.recompute_in_backward and torch.is_grad_enabled()
-        if recompute and resolve_impl("auto", w_expanded) == "reference":
-            hidden, depth = self._class_mlp_recomputed(*mlp_args)
-        else:
-            hidden, depth = class_mlp(*mlp_args, cfg.depth_layers - 1, cfg.detach_texture)
+        hidden, depth = class_mlp(
+            pos, self.weight, self.bias, styles, depth_weight, depth_bias, cfg.depth_layers - 1, cfg.detach_texture
+        )
         feat_weight = self.feat_weight * self.feat_scale[:, None, :] * head_scale
         transparent = self.transparent if cfg.transparent else None
         features, mask = depth_fusion(depth, hidden, feat_weight, self.feat_bias, transparent, composition_mask)
         to_map = lambda t: rearrange(t, "b c (h w) -> b c h w", h=G)  # noqa: E731
         return to_map(features), to_map(mask), to_map(depth)
-
-    def _class_mlp_recomputed(self, pos, weight, bias, styles, depth_weight, depth_bias):
-        """class_mlp over all (sample, class) pairs, one chunk of pixels at a time, each chunk recomputed in
-        the backward instead of stored.
-
-        The reference MLP keeps several [B, K, P, C] activations per layer for its backward, more than the
-        whole render net keeps; this way only the outputs are stored, and the backward holds one chunk's
-        activations at a time. The MLP is per pixel, so chunking changes nothing in the maths.
-        """
-        depth_layer, detach = self.cfg.depth_layers - 1, self.cfg.detach_texture
-        chunk = -(-pos.shape[0] // self.cfg.num_classes)  # the memory of one class's activations
-        outputs = [
-            checkpoint(
-                class_mlp, pos_chunk, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach,
-                use_reentrant=False,
-            )
-            for pos_chunk in pos.split(chunk)
-        ]
-        hidden, depth = zip(*outputs)
-        return torch.cat(hidden, 2), torch.cat(depth, 2)  # [B, K, P, C], [B, K, P]
 
 
 class RenderConv(nn.Module):
@@ -138,7 +111,8 @@ class RenderConv(nn.Module):
 
 
 class ToImage(nn.Module):
-    """Non-modulated 1x1 conv with a learned per-input scale (no demodulation), plus the upsampled skip."""
+    """Non-modulated 1x1 conv with a learned per-input scale (no demodulation); the render net runs the RGB and
+    segmentation heads of a block as one matmul (see RenderNet.heads)."""
 
     def __init__(self, in_ch, out_ch):
         super().__init__()
@@ -146,9 +120,8 @@ class ToImage(nn.Module):
         self.scale = nn.Parameter(torch.ones(in_ch))
         self.bias = nn.Parameter(torch.zeros(out_ch))
 
-    def forward(self, x, skip, upsample):  # [NCHW]
-        y = modulated_conv2d(x, self.weight, self.scale, demodulate=False) + self.bias[:, None, None]
-        return y if skip is None else y + upsample(skip)
+    def effective_weight(self):  # [O, I]
+        return self.weight[:, :, 0, 0] * self.scale / math.sqrt(self.weight.shape[1])
 
 
 class RenderNet(nn.Module):
@@ -182,6 +155,14 @@ class RenderNet(nn.Module):
         res = getattr(self, f"noise_{index}").shape[-1]
         return torch.randn(batch, 1, res, res, device=like.device, dtype=like.dtype)
 
+    def heads(self, i, x):
+        """Block i's RGB and segmentation 1x1 heads as one matmul: [B, C, H, W] -> [B, 3, H, W], [B, K, H, W]."""
+        rgb, seg = self.to_rgbs[i], self.to_segs[i]
+        weight = torch.cat([rgb.effective_weight(), seg.effective_weight()])  # [3 + K, C]
+        bias = torch.cat([rgb.bias, seg.bias])
+        y = torch.matmul(weight, x.flatten(2)) + bias[:, None]  # [B, 3 + K, H*W]
+        return y.unflatten(2, x.shape[2:]).split([3, self.cfg.num_classes], 1)
+
     def forward(self, features, coarse_seg, noise_mode="const"):
         """features: [B, F, G, G]; coarse_seg: [B, K, G, G] -> image [B, 3, S, S], seg [B, K, S, S]."""
         cfg = self.cfg
@@ -192,8 +173,9 @@ class RenderNet(nn.Module):
                 x = torch.cat([x, features], 1)
             x = self.convs[2 * i](x, self.noise(2 * i, x.shape[0], noise_mode, x))
             x = self.convs[2 * i + 1](x, self.noise(2 * i + 1, x.shape[0], noise_mode, x))
-            rgb = self.to_rgbs[i](x, rgb, self.upsample)
-            seg = self.to_segs[i](x, seg, self.upsample)
+            new_rgb, new_seg = self.heads(i, x)
+            rgb = new_rgb if rgb is None else new_rgb + self.upsample(rgb)
+            seg = new_seg if seg is None else new_seg + self.upsample(seg)
             if cfg.residual_refine and res == cfg.coarse_size:
                 seg = seg + coarse_seg
         return rgb, seg

@@ -1,9 +1,12 @@
-"""The reference path's memory savings change no number: recomputing the local generators in the backward."""
+"""What the reference path keeps for the backward: the memory half of issue #2's speed and memory targets.
+
+The local generators keep about one [B, K, P, C] activation per layer, and a render-net conv keeps nothing of
+its own size but its output (its noise, bias and leaky-ReLU epilogue runs in place)."""
 import pytest
 import torch
 
 import ssgan
-
+from ssgan.generator import RenderConv
 
 TINY = dict(
     size=32, style_dim=32, n_mlp=2, class_names=("background", "face", "hair"), transparent=(), local_layers=4,
@@ -12,41 +15,8 @@ TINY = dict(
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def generator():
-    torch.manual_seed(0)
-    return ssgan.Generator(ssgan.SSGConfig(**TINY)).double()
-
-
-def path_length_step(generator, w, noise, recompute):
-    """Image and first-order gradient w.r.t. W+, then the second-order (path-length style) parameter gradients."""
-    generator.local.recompute_in_backward = recompute
-    generator.zero_grad()
-    w = w.clone().requires_grad_()
-    out = generator(w=w)
-    (grad_w,) = torch.autograd.grad((out.image * noise).sum() + out.seg.square().mean(), w, create_graph=True)
-    grad_w.square().sum().backward()
-    params = {name: p.grad.clone() for name, p in generator.named_parameters() if p.grad is not None}
-    return out.image.detach(), grad_w.detach(), params
-
-
-def test_recomputation_gives_the_same_gradients(generator):
-    cfg = generator.cfg
-    w = torch.randn(2, cfg.n_latent, cfg.style_dim, dtype=torch.float64)
-    noise = torch.randn(2, 3, cfg.size, cfg.size, dtype=torch.float64)
-    image, grad_w, params = path_length_step(generator, w, noise, recompute=True)
-    image_ref, grad_w_ref, params_ref = path_length_step(generator, w, noise, recompute=False)
-    generator.local.recompute_in_backward = True
-    torch.testing.assert_close(image, image_ref, rtol=1e-10, atol=1e-13)
-    torch.testing.assert_close(grad_w, grad_w_ref, rtol=1e-10, atol=1e-14)
-    assert params.keys() == params_ref.keys()
-    assert "local.weight" in params  # the second-order gradient reaches the recomputed MLP
-    for name in params:
-        torch.testing.assert_close(params[name], params_ref[name], rtol=1e-9, atol=1e-14, msg=name)
-
-
-def saved_bytes(generator, w):
-    """Bytes of the distinct storages autograd keeps from a forward for the backward."""
+def saved_storages(fn, *args):
+    """Sizes in bytes of the distinct storages autograd keeps from fn(*args) for the backward."""
     storages = {}
 
     def pack(t):
@@ -54,17 +24,30 @@ def saved_bytes(generator, w):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        generator(w=w)
-    return sum(storages.values())
+        fn(*args)
+    return list(storages.values())
 
 
-def test_recomputation_stores_less(generator):
-    cfg = generator.cfg
-    w = torch.randn(2, cfg.n_latent, cfg.style_dim, dtype=torch.float64, requires_grad=True)
-    generator.local.recompute_in_backward = False
-    plain = saved_bytes(generator, w)
-    generator.local.recompute_in_backward = True
-    recomputed = saved_bytes(generator, w)
-    # The plain reference keeps about four [B, K, P, C] activations per local layer.
-    activation = 2 * cfg.num_classes * cfg.coarse_size**2 * cfg.local_channel * 8
-    assert plain - recomputed > 2 * cfg.local_layers * activation
+def test_local_generators_keep_one_activation_per_layer():
+    torch.manual_seed(0)
+    cfg = ssgan.SSGConfig(**TINY)
+    local = ssgan.Generator(cfg).local
+    batch = 2
+    w = torch.randn(batch, cfg.num_classes * cfg.local_layers, cfg.style_dim, requires_grad=True)
+    activation = batch * cfg.num_classes * cfg.coarse_size**2 * cfg.local_channel * 4  # one [B, K, P, C] in float32
+    large = [n for n in saved_storages(local, w) if n >= activation // 2]
+    # one per layer, the scaled output and the blend that the fusion's matmul reads
+    assert sum(large) <= (cfg.local_layers + 2) * activation
+
+
+@pytest.mark.parametrize("up", [False, True])
+def test_render_conv_keeps_only_its_input_and_output(up):
+    torch.manual_seed(0)
+    conv = RenderConv(8, 8, up)
+    x = torch.randn(2, 8, 8, 8, requires_grad=True)
+    res = 16 if up else 8
+    noise = torch.randn(1, 1, res, res)
+    out_bytes = 2 * 8 * res * res * 4
+    large = [n for n in saved_storages(conv, x, noise) if n >= x.numel() * 4]
+    # input, output, and for up=2 the transposed conv's (2H+1)^2 result that the blur reads
+    assert sum(large) <= x.numel() * 4 + out_bytes + (2 * 8 * (res + 1) ** 2 * 4 if up else 0)
