@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from conftest import requires_cuda, synchronized
 from ssgan.kernels.bias_act import bias_act
 from ssgan.kernels.modulated_conv2d import modulated_conv2d, styled_conv2d
+from ssgan.kernels.upfirdn2d import make_kernel, upfirdn2d
 
 pytestmark = requires_cuda
 
@@ -111,3 +112,35 @@ def test_styled_conv2d_epilogue(benchmark, record, impl, channels, size, batch, 
     record["impl"] = impl
     with torch.no_grad():
         benchmark(synchronized(STYLED_IMPLS[impl]), x, weight, styles, bias, noise, strength)
+
+
+def cudnn_upsample_shared(x, weight, styles):
+    """The floor for up=2: cuDNN's stride-2 transposed conv with the shared weight, then the FIR blur."""
+    y = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+    return upfirdn2d(y, make_kernel((1, 3, 3, 1), gain=4).to(y), padding=1)
+
+
+UP_IMPLS = {
+    "triton": lambda x, w, s: modulated_conv2d(x, w, s, up=2, impl="triton"),
+    "reference": lambda x, w, s: modulated_conv2d(x, w, s, up=2, impl="reference"),
+    "cudnn_shared": cudnn_upsample_shared,
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("channels,size", [(512, 32), (256, 64)])  # input resolution; the output is twice it
+@pytest.mark.parametrize("impl", UP_IMPLS)
+def test_modulated_conv2d_up2_forward_backward(benchmark, record, impl, channels, size, batch, dtype):
+    """The Triton up=2 path merges transposed conv and blur into four 3x3 phase convolutions: no intermediate
+    map, but 4x the multiply-adds of the transposed conv. This case shows whether that trade pays on the card."""
+    x, weight, styles = conv_inputs(channels, size, batch, DTYPES[dtype], requires_grad=True)
+    describe(record, channels, size, batch, dtype, passes=3)  # transposed-conv work, counted on the input grid
+    record["impl"] = impl
+    fn = UP_IMPLS[impl]
+    grad = torch.randn(batch, channels, 2 * size, 2 * size, device="cuda", dtype=DTYPES[dtype])
+
+    def step():
+        return torch.autograd.grad(fn(x, weight, styles), (x, weight, styles), grad, allow_unused=True)
+
+    benchmark(synchronized(step))
