@@ -62,8 +62,8 @@ def _modulated_mlp_reference(pos, weight, bias, scale, demod, depth_weight, dept
     """
     B, K, L, C = scale.shape
     folded = weight[None] * scale[:, :, :, None, :] * demod[:, :, :, :, None]  # [B, K, L, O, I]
-    gains = torch.tensor([1.0] + [SQRT2] * (L - 1), dtype=folded.dtype, device=folded.device)  # pos has no gain
-    folded = rearrange(folded * gains[:, None, None], "b k l o i -> l (b k) i o")
+    folded = torch.cat([folded[:, :, :1], folded[:, :, 1:] * SQRT2], 2)  # every layer input but pos has the gain
+    folded = rearrange(folded, "b k l o i -> l (b k) i o")
     layer_bias = rearrange(bias, "k l c -> l k 1 c").repeat(1, B, 1, 1)  # [L, B*K, 1, C]
     x = pos.expand(B * K, *pos.shape)  # [B*K, P, C]
     depth = None
