@@ -56,11 +56,14 @@ def test_train_demo_cpu(benchmark, record, tmp_path):
 @requires_cuda
 @pytest.mark.parametrize("preset", ["celebamask-256", "celebamask-512"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_train_celebamask_gpu(benchmark, record, tmp_path, preset, precision):
+@pytest.mark.parametrize("kernels", ["triton", "reference"])
+def test_train_celebamask_gpu(benchmark, record, tmp_path, monkeypatch, kernels, preset, precision):
+    """Issue #3's whole-iteration target compares the kernels="triton" and "reference" rows of one preset."""
+    monkeypatch.setenv("SSGAN_KERNELS", kernels)
     step = make_cycle(preset, 4, "cuda", tmp_path, precision)
     for _ in range(3):
         step()  # warm-up: cuDNN autotuning and Triton compilation
-    record.update(preset=preset, batch=4, precision=precision, device=torch.cuda.get_device_name())
+    record.update(preset=preset, batch=4, precision=precision, kernels=kernels, device=torch.cuda.get_device_name())
     benchmark.pedantic(step, rounds=16, iterations=1)
     if benchmark.stats:
         record["kimg_per_hour"] = 3600 * 4 / 1000 / benchmark.stats.stats.mean
