@@ -84,10 +84,13 @@ def _modulated_conv2d(x, weight, styles, demodulate, up, gain):
 
 
 def _conv_transpose2d_nchw(x, weight):
-    """Stride-2 transposed conv computed in NCHW, its result in x's memory format.
+    """Stride-2 transposed conv; on CPU computed in NCHW, its result in x's memory format.
 
     On CPU, oneDNN's weight gradient of a transposed conv is about 1.6x slower with a channels-last input (as
-    the render net's is, coming from the fused features); two layout copies cost far less."""
+    the render net's is, coming from the fused features); two layout copies cost far less. Not measured on
+    GPUs, so left to cuDNN there."""
+    if x.device.type != "cpu":
+        return F.conv_transpose2d(x, weight, stride=2)
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     y = F.conv_transpose2d(x.contiguous(), weight, stride=2)
     return y.contiguous(memory_format=torch.channels_last) if channels_last else y
