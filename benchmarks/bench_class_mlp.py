@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import compiled, requires_cuda, synchronized
+from conftest import compiled, measure_peak, requires_cuda, synchronized
 from ssgan.kernels.class_mlp import class_mlp, class_mlp_reference
 
 pytestmark = requires_cuda
@@ -40,16 +40,6 @@ def inputs(batch, dtype, requires_grad=False):
         torch.randn(K, device="cuda"),
     )
     return [t.to(DTYPES[dtype]).requires_grad_(requires_grad) for t in tensors]
-
-
-def measure_peak(record, fn):
-    """Run fn once (also the warm-up and compile) and record the peak memory it allocated beyond its inputs."""
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    record["peak_mbytes"] = (torch.cuda.max_memory_allocated() - base) / 1e6
 
 
 def describe(record, impl, batch, dtype):

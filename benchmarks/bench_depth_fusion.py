@@ -11,7 +11,7 @@ memory above the inputs in extra_info.
 import pytest
 import torch
 
-from conftest import compiled, requires_cuda, synchronized
+from conftest import compiled, measure_peak, requires_cuda, synchronized
 from ssgan.kernels.depth_fusion import depth_fusion, depth_fusion_naive, depth_fusion_reference
 
 pytestmark = requires_cuda
@@ -37,17 +37,6 @@ def fusion_inputs(batch, dtype, requires_grad=False):
     transparent = torch.zeros(K, dtype=torch.bool, device="cuda")
     transparent[list(TRANSPARENT)] = True
     return make(batch, K, P), make(batch, K, P, C), make(K, F, C), make(K, F), transparent
-
-
-def measure_peak(record, fn):
-    """Run fn once after a warm-up (which also compiles) and record the peak memory it allocated above its inputs."""
-    fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    start = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    record["peak_mib"] = (torch.cuda.max_memory_allocated() - start) / 2**20
 
 
 def describe(record, impl, batch, dtype):

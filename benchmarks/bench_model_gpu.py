@@ -6,7 +6,7 @@ eager reference vs torch.compile of the reference, forward and forward+backward,
 """
 import pytest
 import torch
-from conftest import compiled, requires_cuda, synchronized
+from conftest import compiled, measure_peak, requires_cuda, synchronized
 
 import ssgan
 
@@ -31,15 +31,11 @@ def run_with(monkeypatch, kernels, fn):
 
 
 def timed(benchmark, record, fn, **info):
-    """Warm up (Triton and cuDNN autotuning, compilation), record peak memory of one call, then time."""
+    """Record the peak memory of one call after a warm-up (Triton and cuDNN autotuning, compilation), then time."""
     fn = synchronized(fn)
-    for _ in range(2):
-        fn()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    record.update(info, peak_mbytes=round((torch.cuda.max_memory_allocated() - base) / 1e6))
-    benchmark.pedantic(fn, rounds=10, iterations=1)
+    record.update(info)
+    measure_peak(record, fn)
+    benchmark.pedantic(fn, rounds=10, iterations=1, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("batch", BATCHES)

@@ -38,6 +38,18 @@ def record(benchmark):
     return benchmark.extra_info
 
 
+def measure_peak(record, fn):
+    """Warm fn up (compilation, autotuning), then record the peak GPU memory one call allocates above what was
+    allocated before it, in MiB."""
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    record["peak_mib"] = (torch.cuda.max_memory_allocated() - start) / 2**20
+
+
 def compiled(fn):
     """torch.compile of `fn` with static shapes, compiled on first call: one graph per case, dtype and grad mode."""
     graph = None
