@@ -213,7 +213,7 @@ def test_label_map_remaps_raw_values():
     assert torch.equal(mapped[0]["mask"], by_dict["mask"])
     with pytest.raises(DataError, match="no entry in label_map"):
         SegmentationDataset(dataset, 2, 3, label_map=[0, 1, 2])[0]
-    with pytest.raises(DataError, match="label value 30 is outside 0..2"):
+    with pytest.raises(DataError, match=r"label values 20 \(1 px\), 30 \(1 px\) outside 0..2"):
         SegmentationDataset(dataset, 2, 3, label_map={10: 0})[0]
 
 

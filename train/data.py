@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ssgan.config import CELEBAMASK_CLASSES
+from ssgan.images import to_rgb
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -41,16 +42,19 @@ class SegmentationDataset(torch.utils.data.Dataset):
     """A torch view of an image/label-map dataset: item -> dict(image=[3,S,S] in [-1,1], mask=[K,S,S] one-hot*2-1).
 
     Images of any resolution are resized with the shorter side to S (image LANCZOS, labels NEAREST) and centre-cropped.
-    Masks are single-channel label maps ("L", "P" palette indices, "I"/"I;16", or grey RGB); `label_map` remaps raw
+    Images are read by `ssgan.images.to_rgb`: EXIF orientation applied, transparency composited on white.
+    Masks are single-channel label maps ("L", "P" palette indices, "I"/"I;16", or grey RGB) in a lossless format
+    (label maps stored as JPEG or lossy WebP are refused unless allow_lossy_masks=True); `label_map` remaps raw
     values first (a dict {raw: label}, values not in it unchanged, or a table indexed by the raw value).
-    Bad rows (unreadable image or mask, missing mask, mask size differing from its image, label >= num_classes) raise
-    DataError naming the row and file when read. With on_error="skip" every row is checked once, up front, when the
+    Bad rows (unreadable image or mask, missing mask, mask size differing from its image, lossy mask, label >=
+    num_classes) raise DataError naming the row and file when read; `open_dataset` finds them all before training
+    (`ssgan.train.check`). `class_names` (a tuple of K names, or None when the data does not say) is kept as given. With on_error="skip" every row is checked once, up front, when the
     dataset is built; bad rows are dropped, counted in `.skipped`, and their reasons kept in `.skip_reasons`.
     hflip=True flips image and mask together with probability 1/2 (torch's RNG, so torch.manual_seed applies).
     """
 
     def __init__(self, hf_dataset, size, num_classes, image_column="image", mask_column="mask", image_only=False,
-                 label_map=None, on_error="raise", hflip=False):  # fmt: skip
+                 label_map=None, on_error="raise", hflip=False, allow_lossy_masks=False, class_names=None):  # fmt: skip
         if int(size) != size or size < 1:
             raise ValueError(f"SegmentationDataset: size must be a positive integer, got {size!r}")
         if int(num_classes) != num_classes or num_classes < 1:
@@ -64,6 +68,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
                                 + ("" if image_only else " (image_only=True reads images without masks)"))  # fmt: skip
         self.size, self.num_classes, self.image_only, self.hflip = int(size), int(num_classes), image_only, hflip
         self.image_column, self.mask_column = image_column, mask_column
+        self.allow_lossy_masks = allow_lossy_masks
+        self.class_names = tuple(class_names) if class_names is not None else None
         self._label_map = LabelMap(label_map)
         self._data = _undecoded(hf_dataset.select_columns(columns))
         self._rows = list(range(len(self._data)))
@@ -96,22 +102,129 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return item
 
     def _read(self, row):
-        """Decode and check one row: (RGB PIL image, int64 labels [H,W] or None)."""
+        """Decode and check one row: (RGB PIL image, int64 labels [H,W] or None); DataError names the first problem."""
         record = self._data[row]
-        image = _open(record[self.image_column], row, "image").convert("RGB")
-        if self.image_only:
-            return image, None
-        mask = _open(record[self.mask_column], row, "mask")
-        where = _where(record[self.mask_column], row, "mask")
-        if mask.size != image.size:
-            (mask_w, mask_h), (image_w, image_h) = mask.size, image.size
-            raise DataError(f"{where}: mask is {mask_w}x{mask_h} but its image is {image_w}x{image_h}")
-        labels = self._label_map(_label_array(mask, where), where)
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            bad = labels.max() if labels.max() >= self.num_classes else labels.min()
-            raise DataError(f"{where}: label value {bad} is outside 0..{self.num_classes - 1} "
-                            f"(num_classes={self.num_classes})")  # fmt: skip
+        image, labels, problems = decode_row(record, row, self.image_column, None if self.image_only else self.mask_column,
+                                             self._label_map, self.allow_lossy_masks)  # fmt: skip
+        if labels is not None:
+            problems += label_range_problems(labels, self.num_classes, _where(record[self.mask_column], row, "mask"))
+        if problems:
+            raise DataError(problems[0][1])
         return image, labels
+
+
+def decode_row(record, row, image_column, mask_column, label_map=None, allow_lossy_masks=False):
+    """Decode one dataset row: (RGB image or None, int64 labels [H,W] or None, [(kind, message)] problems).
+
+    Collects every problem of the row instead of raising: kind "image" (missing, unreadable or truncated image),
+    "mask" (missing or unreadable mask, or not a label map), "size" (mask and image sizes differ), "lossy" (a label
+    map stored in a lossy format; not reported with allow_lossy_masks=True) and "label" (label_map has no entry).
+    mask_column None reads the image only. The image is read by `ssgan.images.to_rgb` (EXIF orientation applied,
+    transparency on white); the mask gets the same EXIF orientation, so both stay aligned as viewers show them.
+    """
+    from PIL import ImageOps
+
+    problems, image, labels = [], None, None
+    where = _where(record[image_column], row, "image")
+    try:
+        image = to_rgb(_open(record[image_column], row, "image"), where)
+    except (DataError, ValueError) as e:
+        problems.append(("image", str(e)))
+    if mask_column is None:
+        return image, None, problems
+    value = record[mask_column]
+    where = _where(value, row, "mask")
+    try:
+        mask = _open(value, row, "mask")
+    except DataError as e:
+        return image, None, problems + [("mask", str(e))]
+    lossy = lossy_format(mask, value)
+    if lossy and not allow_lossy_masks:
+        problems.append(("lossy", f"{where}: label map stored as {lossy}, which changes pixel values and so labels "
+                                  "(save label maps as PNG; allow_lossy_masks=True / --allow-lossy-masks accepts it)"))
+    try:
+        mask = ImageOps.exif_transpose(mask)
+    except Exception:  # noqa: BLE001, S110 (a damaged EXIF block on a label map: use it as stored)
+        pass
+    if image is not None and mask.size != image.size:
+        (mask_w, mask_h), (image_w, image_h) = mask.size, image.size
+        aspect = "" if mask_w * image_h == mask_h * image_w else " (a different aspect ratio)"
+        problems.append(("size", f"{where}: mask is {mask_w}x{mask_h} but its image is {image_w}x{image_h}{aspect}"))
+    try:
+        raw = _label_array(mask, where)
+    except DataError as e:
+        return image, None, problems + [("mask", str(e))]
+    try:
+        labels = label_map(raw, where)
+    except DataError as e:
+        problems.append(("label", str(e)))
+    return image, labels, problems
+
+
+def label_range_problems(labels, num_classes, where):
+    """[("label", message)] when int labels [H,W] hold values outside 0..num_classes-1 (each value with its pixels)."""
+    if labels.min() < 0:
+        return [("label", f"{where}: negative label value {labels.min()} (labels are 0..{num_classes - 1})")]
+    counts = np.bincount(labels.ravel())
+    return label_count_problems(dict(enumerate(counts.tolist())), num_classes, where)
+
+
+def label_count_problems(counts, num_classes, where):
+    """[("label", message)] for a {label value: pixels} histogram with values >= num_classes."""
+    bad = {value: pixels for value, pixels in counts.items() if value >= num_classes and pixels}
+    if not bad:
+        return []
+    found = ", ".join(f"{value} ({pixels} px)" for value, pixels in sorted(bad.items()))
+    return [("label", f"{where}: label value{'s' * (len(bad) > 1)} {found} outside 0..{num_classes - 1} "
+                      f"(num_classes={num_classes})")]  # fmt: skip
+
+
+# Formats that store pixels exactly; a label map in any other format (JPEG, lossy WebP, JPEG 2000, AVIF...) is refused.
+LOSSLESS_FORMATS = ("PNG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM", "TGA", "QOI", "PCX", "SGI", "IM")
+LOSSY_TIFF_COMPRESSIONS = ("jpeg", "tiff_jpeg", "webp", "tiff_sgilog", "tiff_sgilog24")
+
+
+def lossy_format(image, value=None):
+    """Why a decoded file's format may have changed its pixel values ("JPEG", "lossy WebP"...), or None if lossless.
+
+    `value` is the cell it came from ({"bytes", "path"}, a path or bytes), read again for WebP, whose container says
+    whether its frames are lossy. Images made in memory (no file format) are lossless.
+    """
+    fmt = image.format
+    if fmt is None:
+        return None
+    if fmt == "WEBP":
+        return "lossy WebP" if _webp_is_lossy(_cell_bytes(value)) else None
+    if fmt == "TIFF":
+        compression = image.info.get("compression")
+        return f"TIFF with {compression} compression" if compression in LOSSY_TIFF_COMPRESSIONS else None
+    if fmt in LOSSLESS_FORMATS:
+        return None
+    return {"JPEG": "JPEG", "MPO": "JPEG (MPO)", "JPEG2000": "JPEG 2000 (lossy unless saved reversibly)"}.get(
+        fmt, f"{fmt}, a format not known to be lossless")
+
+
+def _cell_bytes(value):
+    if isinstance(value, dict):
+        return value["bytes"] if value.get("bytes") is not None else Path(value["path"]).read_bytes()
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    return Path(value).read_bytes()
+
+
+def _webp_is_lossy(data, start=12, end=None):
+    """Whether a WebP file (RIFF chunks from `start`) holds a lossy "VP8 " bitstream, in a frame or not."""
+    end = len(data) if end is None else end
+    position = start
+    while position + 8 <= end:
+        fourcc, size = data[position : position + 4], int.from_bytes(data[position + 4 : position + 8], "little")
+        payload = position + 8
+        if fourcc == b"VP8 ":
+            return True
+        if fourcc == b"ANMF" and _webp_is_lossy(data, payload + 16, payload + size):  # a frame: 16-byte header
+            return True
+        position = payload + size + (size & 1)
+    return False
 
 
 def _undecoded(dataset):
