@@ -5,6 +5,7 @@ hub ("hf:<id>"), and the raw CelebAMask-HQ release (`prepare_celebamask_hq`). Ev
 `datasets.Dataset` with an "image" and (unless image-only) a "mask" column, read by `SegmentationDataset`.
 """
 import io
+import json
 import os
 import re
 import tempfile
@@ -274,8 +275,8 @@ def _label_array(mask, where):
         rgb = np.asarray(mask)[..., :3]
         if (rgb == rgb[..., :1]).all():
             return rgb[..., 0].astype(np.int64)
-        raise DataError(f"{where}: mask is a colour image (mode {mask.mode}); "
-                        "need a single-channel label map (mode L or P)")  # fmt: skip
+        raise DataError(f"{where}: mask is a colour image (mode {mask.mode}) without a palette, not a label map; "
+                        "need a single-channel label map (mode L, or P with the class as palette index)")  # fmt: skip
     raise DataError(f"{where}: unsupported mask mode {mask.mode}; need a single-channel label map (mode L or P)")
 
 
@@ -399,52 +400,146 @@ def hub_dataset(name, split="train", image_column="image", mask_column="mask"):
     return dataset.rename_columns({old: new for old, new in wanted.items() if old != new})
 
 
-def open_dataset(spec, size, num_classes, image_only=False, **kw):
-    """A SegmentationDataset from a spec string:
+def open_dataset(spec, size, num_classes, image_only=False, check=True, allow_lossy_masks=False, cache_dir=None, **kw):
+    """A SegmentationDataset from a spec string (see `load_source`), checked as a whole before it is returned.
 
-    - "builtin" or "builtin:N": the procedural faces (2000 or N images) drawn at `size` (kw cache_dir, seed);
-    - "hf:<id>": a hub dataset (kw split, image_column, mask_column);
+    With check=True every row is decoded once (`ssgan.train.check.check_dataset`, cached under cache_dir, default
+    $SSGAN_CACHE or ~/.cache/ssgan, by the dataset's fingerprint), and a DataError lists every bad row at once:
+    unreadable or truncated files, missing masks, image/mask size mismatches, masks that are not label maps, label maps
+    stored lossily (unless allow_lossy_masks=True), label values >= num_classes (each with its pixels). Images smaller
+    than `size` give one UpsamplingWarning. With on_error="skip" bad rows are dropped instead (SegmentationDataset).
+    The builtin data, drawn by ssgan at `size`, is not scanned. The result's `class_names` are the data's class names
+    (a tuple, or None when the data does not record them); recorded names whose count differs from num_classes are
+    an error naming both numbers. The scan is kept as the result's `check` (None when not scanned). Other keywords go
+    to SegmentationDataset.
+    """
+    from ssgan.train.builtin import default_cache_dir
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    source_kw = ("seed", "split", "image_column", "mask_column") if str(spec).startswith("hf:") else ("seed",)
+    hf, class_names = load_source(spec, size, image_only, cache_dir=cache_dir,
+                                  **{key: kw.pop(key) for key in source_kw if key in kw})  # fmt: skip
+    if not image_only and class_names is not None and len(class_names) != num_classes:
+        raise DataError(f"the dataset {spec} has {len(class_names)} classes ({', '.join(class_names)}) but the model "
+                        f"has {num_classes}")  # fmt: skip
+    report = None
+    if check and not is_builtin_spec(spec):
+        from ssgan.train.check import check_dataset, error_file_for
+
+        report = check_dataset(hf, kw.get("image_column", "image"), None if image_only else kw.get("mask_column", "mask"),
+                               label_map=kw.get("label_map"), cache_dir=cache_dir)  # fmt: skip
+        if kw.get("on_error", "raise") == "raise":
+            report.raise_errors(None if image_only else num_classes, allow_lossy_masks, error_file_for(hf, cache_dir))
+        report.warn_upsampling(size)
+    dataset = SegmentationDataset(hf, size, num_classes, image_only=image_only, allow_lossy_masks=allow_lossy_masks,
+                                  class_names=class_names, **kw)  # fmt: skip
+    dataset.check = report
+    return dataset
+
+
+def is_builtin_spec(spec):
+    spec = str(spec)
+    return spec == "builtin" or spec.startswith("builtin:")
+
+
+def load_source(spec, size=64, image_only=False, cache_dir=None, seed=0, **hub_kw):
+    """(datasets.Dataset with "image" and, unless image_only, "mask" columns, class names or None) from a spec:
+
+    - "builtin" or "builtin:N": the procedural faces (2000 or N images) drawn at `size` (cached in cache_dir, seed);
+    - "hf:<id>": a hub dataset (hub_kw split, image_column, mask_column);
     - a folder written by save_to_disk (a DatasetDict gives its "train" split);
     - a folder with images/ and masks/ sub-folders, or a folder of images (image-only: needs image_only=True).
-    Other keywords go to SegmentationDataset.
+    Class names come from the data's `id2label.json` (see `read_class_names`); the builtin data has its own.
     """
     import datasets
 
     spec = str(spec)
-    if spec == "builtin" or spec.startswith("builtin:"):
+    if is_builtin_spec(spec):
         from ssgan.train.builtin import BUILTIN_CLASSES, builtin_dataset
 
         count = spec.partition(":")[2] or "2000"
         if not count.isdigit() or int(count) < 1:
             raise DataError(f"dataset spec {spec!r}: expected 'builtin' or 'builtin:N' with N a positive integer")
-        if not image_only and num_classes != len(BUILTIN_CLASSES):
-            raise DataError(f"the builtin dataset has {len(BUILTIN_CLASSES)} classes {BUILTIN_CLASSES}, "
-                            f"but num_classes={num_classes}")  # fmt: skip
-        hf = builtin_dataset(int(count), size, seed=kw.pop("seed", 0), cache_dir=kw.pop("cache_dir", None))
-    elif spec.startswith("hf:"):
-        hub_kw = {key: kw.pop(key) for key in ("split", "image_column", "mask_column") if key in kw}
+        return builtin_dataset(int(count), size, seed=seed, cache_dir=cache_dir), tuple(BUILTIN_CLASSES)
+    if spec.startswith("hf:"):
         hf = hub_dataset(spec[3:], **(hub_kw | {"mask_column": None} if image_only else hub_kw))
+        return hf, hub_class_names(spec[3:])
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"no dataset at {spec!r}: expected 'builtin', 'builtin:N', 'hf:<id>', "
+                                "a folder written by save_to_disk, or a folder of images")  # fmt: skip
+    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        hf = datasets.load_from_disk(str(path))
+        if isinstance(hf, datasets.DatasetDict):
+            if "train" not in hf:
+                raise DataError(f"{path} holds splits {list(hf)} but no 'train' split")
+            hf = hf["train"]
+    elif (path / "images").is_dir() and (path / "masks").is_dir():
+        hf = folder_dataset(path / "images", None if image_only else path / "masks")
+    elif path.is_dir():
+        if not image_only:
+            raise DataError(f"{path} has no images/ and masks/ sub-folders, so it is an image-only dataset "
+                            "(pass image_only=True to read its images without masks)")  # fmt: skip
+        hf = folder_dataset(path)
     else:
-        path = Path(spec)
-        if not path.exists():
-            raise FileNotFoundError(f"no dataset at {spec!r}: expected 'builtin', 'builtin:N', 'hf:<id>', "
-                                    "a folder written by save_to_disk, or a folder of images")  # fmt: skip
-        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-            hf = datasets.load_from_disk(str(path))
-            if isinstance(hf, datasets.DatasetDict):
-                if "train" not in hf:
-                    raise DataError(f"{path} holds splits {list(hf)} but no 'train' split")
-                hf = hf["train"]
-        elif (path / "images").is_dir() and (path / "masks").is_dir():
-            hf = folder_dataset(path / "images", None if image_only else path / "masks")
-        elif path.is_dir():
-            if not image_only:
-                raise DataError(f"{path} has no images/ and masks/ sub-folders, so it is an image-only dataset "
-                                "(pass image_only=True to read its images without masks)")  # fmt: skip
-            hf = folder_dataset(path)
-        else:
-            raise DataError(f"{path} is a file; a dataset is a folder (of images, or written by save_to_disk)")
-    return SegmentationDataset(hf, size, num_classes, image_only=image_only, **kw)
+        raise DataError(f"{path} is a file; a dataset is a folder (of images, or written by save_to_disk)")
+    return hf, read_class_names(path)
+
+
+# --- class names ----------------------------------------------------------------------------------------------------
+
+# The file that names a dataset's classes: {"0": "background", "1": "face", ...}, the convention of Hugging Face
+# segmentation datasets, at the top of a folder dataset, of a save_to_disk folder, or of a hub dataset repository.
+CLASS_NAMES_FILE = "id2label.json"
+
+
+def read_class_names(folder):
+    """The class names recorded in folder/id2label.json as a tuple ordered by label, or None when there is none.
+
+    Raises DataError, naming the file, when it is not a JSON object mapping every label 0..K-1 to a distinct name.
+    """
+    path = Path(folder) / CLASS_NAMES_FILE
+    if not path.is_file():
+        return None
+    try:
+        return parse_id2label(json.loads(path.read_text()))
+    except (ValueError, OSError) as e:
+        raise DataError(f"{path}: {e}") from None
+
+
+def parse_id2label(mapping):
+    """{label (int or its decimal string): name} -> names ordered by label; ValueError unless labels are 0..K-1."""
+    if not isinstance(mapping, dict) or not mapping:
+        raise ValueError('expected a JSON object {"0": "background", "1": "...", ...}')
+    try:
+        by_label = {int(label): name for label, name in mapping.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"labels must be integers, got {sorted(map(str, mapping))}") from None
+    if sorted(by_label) != list(range(len(by_label))):
+        raise ValueError(f"labels must be 0..{len(by_label) - 1} without gaps, got {sorted(by_label)}")
+    names = tuple(by_label[k] for k in range(len(by_label)))
+    if not all(isinstance(name, str) and name.strip() for name in names) or len(set(names)) != len(names):
+        raise ValueError(f"class names must be distinct non-empty strings, got {list(names)}")
+    return names
+
+
+def write_class_names(folder, class_names):
+    """Record class names (label order) in folder/id2label.json, where `open_dataset` finds them."""
+    path = Path(folder) / CLASS_NAMES_FILE
+    path.write_text(json.dumps({str(k): name for k, name in enumerate(parse_id2label(dict(enumerate(class_names))))},
+                               indent=1) + "\n")  # fmt: skip
+    return path
+
+
+def hub_class_names(name):
+    """The class names in a hub dataset repository's id2label.json, or None when it has none or cannot be reached."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(name, CLASS_NAMES_FILE, repo_type="dataset")
+    except Exception:  # noqa: BLE001 (no such file, no network: the data simply does not name its classes)
+        return None
+    return read_class_names(Path(path).parent)
 
 
 # --- CelebAMask-HQ ------------------------------------------------------------------------------------------------
