@@ -332,7 +332,8 @@ def test_prepare_celebamask_hq_merges_parts_in_paint_order(tmp_path):
     raw = tmp_path / "raw"
     write_celebamask(raw, {0: parts, 1: {"skin": rows(2, 6)}, 28000: {"hair": rows(0, 8)}})
     out = tmp_path / "prepared"
-    assert prepare_celebamask_hq(raw, out, size=8) == {"train": 2, "val": 1}
+    assert prepare_celebamask_hq(raw, out, size=8) == {"train": 2, "val": 1, "no_parts": [], "skipped": {},
+                                                       "empty_parts": []}
     shutil.rmtree(raw)  # the result is self-contained
 
     prepared = datasets.load_from_disk(str(out))

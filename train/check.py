@@ -61,7 +61,8 @@ class DataCheck:
         if num_classes is not None:
             for row, counts in enumerate(self.label_counts):
                 if counts:
-                    found += [(row, message) for _, message in label_count_problems(counts, num_classes, self.mask_names[row])]
+                    problems = label_count_problems(counts, num_classes, self.mask_names[row])
+                    found += [(row, message) for _, message in problems]
         return [message for _, message in sorted(found, key=lambda item: item[0])]
 
     def class_pixels(self, num_classes):
@@ -235,14 +236,15 @@ def _read_cache(path, key, rows):
         saved = json.loads(path.read_text())
         if saved["version"] != CHECK_VERSION or saved["key"] != key or len(saved["names"]) != rows:
             return None
-        counts = [None if c is None else {int(value): int(pixels) for value, pixels in c} for c in saved["label_counts"]]
+        counts = [None if c is None else {int(value): int(n) for value, n in c} for c in saved["label_counts"]]
         problems = [(int(row), str(kind), str(message)) for row, kind, message in saved["problems"]]
         if not len(counts) == len(saved["image_sizes"]) == rows:
             return None
         names, mask_names = [str(name) for name in saved["names"]], [m and str(m) for m in saved["mask_names"]]
         if len(mask_names) != rows:
             return None
-        return DataCheck(names, mask_names, [None if s is None else list(s) for s in saved["image_sizes"]], counts, problems)
+        sizes = [None if size is None else list(size) for size in saved["image_sizes"]]
+        return DataCheck(names, mask_names, sizes, counts, problems)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

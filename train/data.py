@@ -49,9 +49,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
     values first (a dict {raw: label}, values not in it unchanged, or a table indexed by the raw value).
     Bad rows (unreadable image or mask, missing mask, mask size differing from its image, lossy mask, label >=
     num_classes) raise DataError naming the row and file when read; `open_dataset` finds them all before training
-    (`ssgan.train.check`). `class_names` (a tuple of K names, or None when the data does not say) is kept as given. With on_error="skip" every row is checked once, up front, when the
-    dataset is built; bad rows are dropped, counted in `.skipped`, and their reasons kept in `.skip_reasons`.
+    (`ssgan.train.check`). With on_error="skip" every row is checked once, up front, when the dataset is built; bad rows are dropped, counted in `.skipped`, and their reasons kept in `.skip_reasons`.
     hflip=True flips image and mask together with probability 1/2 (torch's RNG, so torch.manual_seed applies).
+    `class_names` (a tuple of K names, or None when the data does not say) is kept as given.
     """
 
     def __init__(self, hf_dataset, size, num_classes, image_column="image", mask_column="mask", image_only=False,
@@ -105,8 +105,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def _read(self, row):
         """Decode and check one row: (RGB PIL image, int64 labels [H,W] or None); DataError names the first problem."""
         record = self._data[row]
-        image, labels, problems = decode_row(record, row, self.image_column, None if self.image_only else self.mask_column,
-                                             self._label_map, self.allow_lossy_masks)  # fmt: skip
+        mask_column = None if self.image_only else self.mask_column
+        image, labels, problems = decode_row(record, row, self.image_column, mask_column, self._label_map,
+                                             self.allow_lossy_masks)  # fmt: skip
         if labels is not None:
             problems += label_range_problems(labels, self.num_classes, _where(record[self.mask_column], row, "mask"))
         if problems:
@@ -141,8 +142,8 @@ def decode_row(record, row, image_column, mask_column, label_map=None, allow_los
         return image, None, problems + [("mask", str(e))]
     lossy = lossy_format(mask, value)
     if lossy and not allow_lossy_masks:
-        problems.append(("lossy", f"{where}: label map stored as {lossy}, which changes pixel values and so labels "
-                                  "(save label maps as PNG; allow_lossy_masks=True / --allow-lossy-masks accepts it)"))
+        problems.append(("lossy", (f"{where}: label map stored as {lossy}, which changes pixel values and so labels "
+                                   "(save label maps as PNG; allow_lossy_masks=True / --allow-lossy-masks accepts it)")))
     try:
         mask = ImageOps.exif_transpose(mask)
     except Exception:  # noqa: BLE001, S110 (a damaged EXIF block on a label map: use it as stored)
@@ -426,8 +427,9 @@ def open_dataset(spec, size, num_classes, image_only=False, check=True, allow_lo
     if check and not is_builtin_spec(spec):
         from ssgan.train.check import check_dataset, error_file_for
 
-        report = check_dataset(hf, kw.get("image_column", "image"), None if image_only else kw.get("mask_column", "mask"),
-                               label_map=kw.get("label_map"), cache_dir=cache_dir)  # fmt: skip
+        mask_column = None if image_only else kw.get("mask_column", "mask")
+        report = check_dataset(hf, kw.get("image_column", "image"), mask_column, label_map=kw.get("label_map"),
+                               cache_dir=cache_dir)  # fmt: skip
         if kw.get("on_error", "raise") == "raise":
             report.raise_errors(None if image_only else num_classes, allow_lossy_masks, error_file_for(hf, cache_dir))
         report.warn_upsampling(size)
@@ -555,16 +557,25 @@ def _celebamask_root(raw_dir):
 
 
 def celebamask_labels(root, index):
-    """The merged label map uint8 [H,W] (classes of CELEBAMASK_CLASSES) of image `index` from its part masks."""
-    labels = None
+    """The merged label map uint8 [H,W] (classes of CELEBAMASK_CLASSES) of image `index` from its part masks.
+
+    A part pixel is inside where any colour channel is non-zero (the archive stores 0/255, some copies 0/1; grey, RGB
+    or palette files alike) and, for a file with alpha, not transparent. Returns (labels, empty): `empty` names the
+    part files that are present but empty (zero bytes, or no pixel inside); they add nothing. Raises DataError when
+    the image has no part file at all, or one cannot be read or has another size than the others.
+    """
+    labels, empty = None, []
     folder = Path(root) / "CelebAMask-HQ-mask-anno" / str(index // 2000)
     for part, class_name in CELEBAMASK_PAINT_ORDER:
         path = folder / f"{index:05d}_{part}.png"
         if not path.exists():
             continue
+        if path.stat().st_size == 0:
+            empty.append(path.name)
+            continue
         try:
             with Image.open(path) as mask:
-                inside = np.asarray(mask.convert("L")) >= 128  # parts are 0/255
+                inside = part_pixels(mask)
         except Exception as e:
             raise DataError(f"cannot read part mask {path}: {e}") from e
         if labels is None:
@@ -572,35 +583,70 @@ def celebamask_labels(root, index):
         if inside.shape != labels.shape:
             raise DataError(f"part mask {path} is {inside.shape[1]}x{inside.shape[0]}, "
                             f"the other parts of image {index} are {labels.shape[1]}x{labels.shape[0]}")  # fmt: skip
+        if not inside.any():
+            empty.append(path.name)
         labels[inside] = CELEBAMASK_CLASSES.index(class_name)
     if labels is None:
-        raise DataError(f"image {index} has no part masks {folder}/{index:05d}_*.png")
-    return labels
+        raise DataError(f"image {index} has no part masks {folder}/{index:05d}_*.png"
+                        + (f" (only empty files: {', '.join(empty)})" if empty else ""))  # fmt: skip
+    return labels, empty
+
+
+def part_pixels(mask):
+    """bool [H,W]: the pixels of a binary part mask (PIL image, any mode) that are non-zero and not transparent."""
+    if mask.mode in ("P", "PA"):
+        mask = mask.convert("RGBA")
+    array = np.asarray(mask)
+    if array.ndim == 2:
+        return array != 0
+    bands = mask.getbands()
+    inside = (array[..., [i for i, band in enumerate(bands) if band not in ("A", "a")]] != 0).any(axis=-1)
+    for alpha in {"A", "a"} & set(bands):
+        inside &= array[..., bands.index(alpha)] != 0
+    return inside
 
 
 def _celebamask_examples(root, indices, size):
+    """Rows for the prepared dataset; a row that cannot be made carries its reason in "skip_reason" instead."""
     for index in indices:
+        row = {"image": None, "mask": None, "image_id": index, "file_name": f"{index}.jpg", "skip_reason": None,
+               "empty_parts": []}  # fmt: skip
         path = Path(root) / "CelebA-HQ-img" / f"{index}.jpg"
         try:
             with Image.open(path) as image:
-                image = fit_image(image.convert("RGB"), size, Image.LANCZOS)
-        except Exception as e:
-            raise DataError(f"cannot read image {path}: {e}") from e
-        labels = fit_labels(celebamask_labels(root, index), size).astype(np.uint8)
+                image = fit_image(to_rgb(image, str(path)), size, Image.LANCZOS)
+            labels, row["empty_parts"] = celebamask_labels(root, index)
+        except (DataError, OSError, ValueError, SyntaxError) as e:  # Pillow raises these for damaged files
+            row["skip_reason"] = str(e) if isinstance(e, DataError) else f"cannot read image {path}: {e}"
+            yield row
+            continue
+        labels = fit_labels(labels, size).astype(np.uint8)
         image_bytes, mask_bytes = io.BytesIO(), io.BytesIO()
         image.save(image_bytes, format="JPEG", quality=100)  # as the original's LMDB
         Image.fromarray(labels).save(mask_bytes, format="PNG")
-        yield {"image": {"bytes": image_bytes.getvalue(), "path": f"{index}.jpg"},
-               "mask": {"bytes": mask_bytes.getvalue(), "path": f"{index}.png"}}  # fmt: skip
+        row["image"] = {"bytes": image_bytes.getvalue(), "path": f"{index}.jpg"}
+        row["mask"] = {"bytes": mask_bytes.getvalue(), "path": f"{index}.png"}
+        yield row
 
 
-def prepare_celebamask_hq(raw_dir, out_dir, size=512, num_proc=None):
+def abbreviated(ids, limit=20):
+    ids = sorted(ids)
+    return ", ".join(map(str, ids[:limit])) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def prepare_celebamask_hq(raw_dir, out_dir, size=512, num_proc=None, strict=False):
     """Convert raw CelebAMask-HQ into a self-contained DatasetDict (train: images < 28000, validation: the rest).
 
     The 18 part masks of each image are merged into the 13 classes of CELEBAMASK_CLASSES in the original paint order
-    (later parts overwrite earlier ones); images (JPEG, quality 100) and label maps (PNG) are resized with the shorter
-    side to `size` (LANCZOS / NEAREST) and centre-cropped. A split without images is left out of the DatasetDict.
-    Returns {"train": n, "val": n}.
+    (later parts overwrite earlier ones; see `celebamask_labels`); images (JPEG, quality 100) and label maps (PNG)
+    are resized with the shorter side to `size` (LANCZOS / NEAREST) and centre-cropped. Each row keeps its CelebA-HQ
+    "image_id" (int) and source "file_name" ("123.jpg"), to join with the archive's attribute annotations; the class
+    names go to id2label.json. A split without images is left out of the DatasetDict.
+
+    Image ids with no part files, or whose image or a part cannot be read, are skipped; present-but-empty part files
+    add nothing. All are counted and named in the result; with strict=True any is a DataError and nothing is
+    written. Returns {"train": n, "val": n, "no_parts": [image ids without part files], "skipped": {image id: reason}
+    for the other images skipped, "empty_parts": [part file names]}.
     """
     import datasets
 
@@ -611,20 +657,52 @@ def prepare_celebamask_hq(raw_dir, out_dir, size=512, num_proc=None):
     indices = sorted(int(path.stem) for path in (root / "CelebA-HQ-img").glob("*.jpg") if path.stem.isdigit())
     if not indices:
         raise DataError(f"no images {{i}}.jpg in {root / 'CelebA-HQ-img'}")
+    part_files = (root / "CelebAMask-HQ-mask-anno").glob("*/[0-9][0-9][0-9][0-9][0-9]_*.png")
+    with_parts = {int(path.name[:5]) for path in part_files}
+    no_parts = [i for i in indices if i not in with_parts]
+    if no_parts and strict:
+        raise DataError(f"{len(no_parts)} of {len(indices)} images have no part files in "
+                        f"{root / 'CelebAMask-HQ-mask-anno'}: ids {abbreviated(no_parts)} "
+                        "(without --strict they are skipped)")  # fmt: skip
+    skipped = {}
+    indices = [i for i in indices if i in with_parts]
     splits = {"train": [i for i in indices if i < CELEBAMASK_VAL_START],
               "validation": [i for i in indices if i >= CELEBAMASK_VAL_START]}  # fmt: skip
-    features = datasets.Features(image=datasets.Image(), mask=datasets.Image())
+    features = datasets.Features(image=datasets.Image(), mask=datasets.Image(), image_id=datasets.Value("int32"),
+                                 file_name=datasets.Value("string"), skip_reason=datasets.Value("string"),
+                                 empty_parts=datasets.Sequence(datasets.Value("string")))  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
+    counts, empty_parts = {}, []
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as cache:
-        parts = {
-            split: datasets.Dataset.from_generator(
-                _celebamask_examples, features=features, cache_dir=cache, num_proc=num_proc,
-                gen_kwargs={"root": str(root), "indices": split_indices, "size": size},
-            )
-            for split, split_indices in splits.items()
-            if split_indices  # an empty split cannot be saved
-        }  # fmt: skip
+        parts = {}
+        for split, split_indices in splits.items():
+            if not split_indices:  # an empty split cannot be saved
+                continue
+            try:
+                part = datasets.Dataset.from_generator(
+                    _celebamask_examples, features=features, cache_dir=cache, num_proc=num_proc,
+                    gen_kwargs={"root": str(root), "indices": split_indices, "size": size},
+                )  # fmt: skip
+            except datasets.exceptions.DatasetGenerationError as e:  # a bug, not a bad file: show its cause briefly
+                raise DataError(f"preparing CelebAMask-HQ failed: {e.__cause__ or e}") from None
+            reasons = part.data.column("skip_reason").to_pylist()
+            ids = part.data.column("image_id").to_pylist()
+            skipped |= {i: reason for i, reason in zip(ids, reasons) if reason is not None}
+            empty_parts += [name for names in part.data.column("empty_parts").to_pylist() for name in names]
+            good = [row for row, reason in enumerate(reasons) if reason is None]
+            if good:
+                parts[split] = part.select(good).remove_columns(["skip_reason", "empty_parts"])
+            counts[split] = len(good)
+        if strict and (skipped or empty_parts):
+            found = [f"{len(skipped)} images cannot be used (ids {abbreviated(skipped)})"] if skipped else []
+            if empty_parts:
+                found.append(f"{len(empty_parts)} part files are empty ({abbreviated(empty_parts, 10)})")
+            raise DataError(f"{' and '.join(found)}; nothing written (without --strict they are skipped)")
+        if not parts:
+            first = next(iter(skipped.values()), f"ids {abbreviated(no_parts)} have no part files")
+            raise DataError(f"none of the images in {root} can be used; the first: {first}")
         datasets.DatasetDict(parts).save_to_disk(str(out))
-        del parts
-    return {"train": len(splits["train"]), "val": len(splits["validation"])}
-
+        parts = part = None  # release the memory-mapped cache files before the folder is removed
+    write_class_names(out, CELEBAMASK_CLASSES)
+    return {"train": counts.get("train", 0), "val": counts.get("validation", 0), "no_parts": no_parts,
+            "skipped": skipped, "empty_parts": sorted(empty_parts)}  # fmt: skip

@@ -11,6 +11,8 @@ def register(sub):
     celeba.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
     celeba.add_argument("--size", type=int, default=512, help="output resolution (default 512)")
     celeba.add_argument("--num-proc", type=int, default=None, help="worker processes (default 1)")
+    celeba.add_argument("--strict", action="store_true", help="fail (writing nothing) when an image has no usable "
+                        "part masks or a part file is empty, instead of skipping it")  # fmt: skip
     celeba.set_defaults(run=run_celebamask)
 
     builtin = kinds.add_parser("builtin", help="the procedural demo faces (7 classes) with exact masks")
@@ -32,7 +34,8 @@ def register(sub):
                        help="the model's class count: label values >= K are errors (default: the data's class names, "
                        "if recorded in id2label.json)")  # fmt: skip
     check.add_argument("--size", type=int, default=None, help="the model's resolution: warn about smaller images")
-    check.add_argument("--allow-lossy-masks", action="store_true", help="accept label maps stored as JPEG, lossy WebP...")
+    check.add_argument("--allow-lossy-masks", action="store_true",
+                       help="accept label maps stored as JPEG, lossy WebP...")  # fmt: skip
     check.add_argument("--image-only", action="store_true", help="a dataset of images without label maps")
     check.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count, at most 8)")
     check.add_argument("--cache", default=None, help="cache folder (default $SSGAN_CACHE or ~/.cache/ssgan)")
@@ -40,22 +43,30 @@ def register(sub):
 
 
 def run_celebamask(args):
-    from ssgan.train.data import prepare_celebamask_hq
+    from ssgan.train.data import abbreviated, prepare_celebamask_hq
 
-    counts = prepare_celebamask_hq(args.raw_dir, args.out, size=args.size, num_proc=args.num_proc)
+    counts = prepare_celebamask_hq(args.raw_dir, args.out, size=args.size, num_proc=args.num_proc, strict=args.strict)
     size = f"{args.size}x{args.size}"
     print(f"wrote {counts['train']} train and {counts['val']} validation images at {size} to {args.out}")
+    skipped, empty, no_parts = counts["skipped"], counts["empty_parts"], counts["no_parts"]
+    if no_parts:
+        print(f"skipped {len(no_parts)} images with no part masks: ids {abbreviated(no_parts)}")
+    for i in sorted(skipped):
+        print(f"skipped image {i}: {skipped[i]}")
+    if empty:
+        print(f"ignored {len(empty)} empty part files: {abbreviated(empty, 10)}")
     return 0
 
 
 def run_builtin(args):
-    from ssgan.train.builtin import generate_builtin
-    from ssgan.train.data import DataError
+    from ssgan.train.builtin import BUILTIN_CLASSES, generate_builtin
+    from ssgan.train.data import DataError, write_class_names
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise DataError(f"output folder {out} already exists and is not empty")
     generate_builtin(args.num_images, args.size, args.seed).save_to_disk(str(out))
+    write_class_names(out, BUILTIN_CLASSES)
     print(f"wrote {args.num_images} builtin faces at {args.size}x{args.size} (seed {args.seed}) to {out}")
     return 0
 
