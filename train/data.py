@@ -49,7 +49,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
     values first (a dict {raw: label}, values not in it unchanged, or a table indexed by the raw value).
     Bad rows (unreadable image or mask, missing mask, mask size differing from its image, lossy mask, label >=
     num_classes) raise DataError naming the row and file when read; `open_dataset` finds them all before training
-    (`ssgan.train.check`). With on_error="skip" every row is checked once, up front, when the dataset is built; bad rows are dropped, counted in `.skipped`, and their reasons kept in `.skip_reasons`.
+    (`ssgan.train.check`). With on_error="skip" every row is checked once, up front, when the dataset is built;
+    bad rows are dropped, counted in `.skipped`, and their reasons kept in `.skip_reasons`.
     hflip=True flips image and mask together with probability 1/2 (torch's RNG, so torch.manual_seed applies).
     `class_names` (a tuple of K names, or None when the data does not say) is kept as given.
     """
@@ -142,8 +143,9 @@ def decode_row(record, row, image_column, mask_column, label_map=None, allow_los
         return image, None, problems + [("mask", str(e))]
     lossy = lossy_format(mask, value)
     if lossy and not allow_lossy_masks:
-        problems.append(("lossy", (f"{where}: label map stored as {lossy}, which changes pixel values and so labels "
-                                   "(save label maps as PNG; allow_lossy_masks=True / --allow-lossy-masks accepts it)")))
+        why = (f"{where}: label map stored as {lossy}, which changes pixel values and so labels (save label maps as "
+               "PNG; allow_lossy_masks=True / --allow-lossy-masks accepts it)")  # fmt: skip
+        problems.append(("lossy", why))
     try:
         mask = ImageOps.exif_transpose(mask)
     except Exception:  # noqa: BLE001, S110 (a damaged EXIF block on a label map: use it as stored)
