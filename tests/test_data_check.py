@@ -336,3 +336,24 @@ def test_missing_and_empty_parts_are_skipped_and_counted(tmp_path, capsys):
     with pytest.raises(DataError, match=r"^1 part files are empty \(00003_hat.png\); nothing written"):
         prepare_celebamask_hq(raw, tmp_path / "strict2", size=8, strict=True)
     assert not (tmp_path / "strict2").exists() or not any((tmp_path / "strict2").iterdir())
+
+
+# --- training checks the data before its first step --------------------------------------------------------------
+
+
+def test_training_refuses_bad_data_before_the_first_step(tmp_path):
+    from test_train import TINY, tiny_options
+
+    from ssgan.train.loop import Trainer, train
+
+    root = bad_folder(tmp_path / "data")
+    with pytest.raises(DataError, match=r"5 of 6 dataset rows are bad") as error:
+        train(tiny_options(tmp_path, data=str(root)), config=TINY, device="cpu")
+    assert "face1.png): label values 7 (32 px), 9 (3 px) outside 0..2" in str(error.value)
+    assert not any((tmp_path / "runs").glob("*/log.txt"))  # refused before any training
+
+    lossy = write_folder(tmp_path / "lossy", [(".jpg", encoded(np.zeros((16, 16), np.uint8), "JPEG"))] * 2)
+    with pytest.raises(DataError, match="stored as JPEG"):
+        Trainer(tiny_options(tmp_path, data=str(lossy)), config=TINY, device="cpu")
+    trainer = Trainer(tiny_options(tmp_path, data=str(lossy), allow_lossy_masks=True), config=TINY, device="cpu")
+    assert len(trainer.dataset) == 2 and trainer.dataset[0]["mask"].shape == (3, 16, 16)
