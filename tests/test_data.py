@@ -25,6 +25,12 @@ from ssgan.train.data import (
 datasets.disable_progress_bars()
 
 
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """open_dataset caches its scans under the test's own folder, never the user's ~/.cache."""
+    monkeypatch.setenv("SSGAN_CACHE", str(tmp_path / "cache"))
+
+
 def png(array, mode=None):
     buffer = io.BytesIO()
     (array if isinstance(array, Image.Image) else Image.fromarray(np.asarray(array), mode)).save(buffer, format="PNG")

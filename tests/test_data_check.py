@@ -196,6 +196,18 @@ def test_check_data_command_prints_the_class_table(tmp_path, capsys):
     assert "3 of 6 dataset rows are bad" in out and "JPEG" not in out.split("error:")[1]
 
 
+def test_fewer_label_values_than_classes_is_an_error_unless_the_data_names_them(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", [np.full((16, 16), k, np.uint8) for k in range(3)])
+    with pytest.raises(DataError, match=r"values 0..2 \(3 classes\) but the model has 8 classes; .* id2label.json"):
+        open_dataset(root, 16, 8)
+    assert cli_main(["check-data", str(root), "--classes", "8"]) == 1
+    assert "but the model has 8 classes" in capsys.readouterr().out
+    write_class_names(root, [f"class{k}" for k in range(8)])  # classes 3..7 named, never drawn
+    assert open_dataset(root, 16, 8).class_names[3] == "class3"
+    assert cli_main(["check-data", str(root)]) == 0
+    assert "    7  class7" in capsys.readouterr().out
+
+
 def test_many_errors_are_listed_in_a_file(tmp_path, monkeypatch):
     monkeypatch.setattr(check_module, "LISTED_ERRORS", 2)
     root = write_folder(tmp_path / "data", [np.full((16, 16), 4, np.uint8)] * 3)
@@ -352,7 +364,7 @@ def test_training_refuses_bad_data_before_the_first_step(tmp_path):
     assert "face1.png): label values 7 (32 px), 9 (3 px) outside 0..2" in str(error.value)
     assert not any((tmp_path / "runs").glob("*/log.txt"))  # refused before any training
 
-    lossy = write_folder(tmp_path / "lossy", [(".jpg", encoded(np.zeros((16, 16), np.uint8), "JPEG"))] * 2)
+    lossy = write_folder(tmp_path / "lossy", [(".jpg", encoded(np.full((16, 16), 2, np.uint8), "JPEG"))] * 2)
     with pytest.raises(DataError, match="stored as JPEG"):
         Trainer(tiny_options(tmp_path, data=str(lossy)), config=TINY, device="cpu")
     trainer = Trainer(tiny_options(tmp_path, data=str(lossy), allow_lossy_masks=True), config=TINY, device="cpu")

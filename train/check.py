@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ssgan.images import UpsamplingWarning
-from ssgan.train.data import DataError, LabelMap, _undecoded, _where, decode_row, label_count_problems
+from ssgan.train.data import CLASS_NAMES_FILE, DataError, LabelMap, _undecoded, _where, decode_row, label_count_problems
 
 CHECK_VERSION = 2  # bump when what a scan records changes, so stale caches are not reused
 LISTED_ERRORS = 200  # errors listed in an exception message; the full list goes to a file beside the cache
@@ -104,9 +104,18 @@ class DataCheck:
             lines.append(f"{k:>5}  {names[k]:<{width}}  {pixels[k]:>14,}  {share:>7.2%}  {presence:>17}")
         return "\n".join(lines)
 
-    def raise_errors(self, num_classes=None, allow_lossy_masks=False, error_file=None):
-        """Raise DataError listing every bad row (the first LISTED_ERRORS in the message, all of them in error_file)."""
+    def raise_errors(self, num_classes=None, allow_lossy_masks=False, error_file=None, classes_named=False):
+        """Raise DataError listing every bad row (the first LISTED_ERRORS in the message, all of them in error_file).
+
+        Also an error: label maps whose values stop short of num_classes - 1 while the data does not name its classes
+        (classes_named False), since a model with more classes than its data is most often a wrong class count.
+        """
         errors = self.errors(num_classes, allow_lossy_masks)
+        short = num_classes is not None and not classes_named and 0 < self.num_labels < num_classes
+        if short and not errors:
+            raise DataError(f"the label maps hold values 0..{self.num_labels - 1} ({self.num_labels} classes) but the "
+                            f"model has {num_classes} classes; if some classes never occur in this data, name all "
+                            f"{num_classes} in {CLASS_NAMES_FILE} beside the data")  # fmt: skip
         if not errors:
             return
         bad_rows = len({row for row, kind, _ in self.problems if kind != "lossy" or not allow_lossy_masks}
@@ -118,11 +127,14 @@ class DataCheck:
                       f"model has {num_classes} classes (labels 0..{num_classes - 1}); ") + header  # fmt: skip
         listed = errors
         if len(errors) > LISTED_ERRORS and error_file is not None:
-            error_file = Path(error_file)
-            error_file.parent.mkdir(parents=True, exist_ok=True)
-            error_file.write_text("\n".join(errors) + "\n")
-            header = header.replace("all listed", f"the first {LISTED_ERRORS} listed here, all in {error_file}")
-            listed = errors[:LISTED_ERRORS]
+            try:
+                error_file = Path(error_file)
+                error_file.parent.mkdir(parents=True, exist_ok=True)
+                error_file.write_text("\n".join(errors) + "\n")
+                header = header.replace("all listed", f"the first {LISTED_ERRORS} listed here, all in {error_file}")
+                listed = errors[:LISTED_ERRORS]
+            except OSError:  # no room for the list: it all goes in the message
+                pass
         lossy = any(kind == "lossy" for _, kind, _ in self.problems) and not allow_lossy_masks
         hint = "; label maps stored lossily can be accepted with --allow-lossy-masks" if lossy else ""
         raise DataError(header + hint + "):\n  " + "\n  ".join(listed))

@@ -410,8 +410,9 @@ def open_dataset(spec, size, num_classes, image_only=False, check=True, allow_lo
     $SSGAN_CACHE or ~/.cache/ssgan, by the dataset's fingerprint), and a DataError lists every bad row at once:
     unreadable or truncated files, missing masks, image/mask size mismatches, masks that are not label maps, label maps
     stored lossily (unless allow_lossy_masks=True), label values >= num_classes (each with its pixels). Images smaller
-    than `size` give one UpsamplingWarning. With on_error="skip" bad rows are dropped instead (SegmentationDataset).
-    The builtin data, drawn by ssgan at `size`, is not scanned. The result's `class_names` are the data's class names
+    than `size` give one UpsamplingWarning. Label maps whose values stop short of num_classes - 1 are an error too when
+    the data does not name its classes (a wrong class count, most often; id2label.json can name classes never seen).
+    With on_error="skip" bad rows are dropped instead (SegmentationDataset). The builtin data, drawn by ssgan at `size`, is not scanned. The result's `class_names` are the data's class names
     (a tuple, or None when the data does not record them); recorded names whose count differs from num_classes are
     an error naming both numbers. The scan is kept as the result's `check` (None when not scanned). Other keywords go
     to SegmentationDataset.
@@ -433,7 +434,8 @@ def open_dataset(spec, size, num_classes, image_only=False, check=True, allow_lo
         report = check_dataset(hf, kw.get("image_column", "image"), mask_column, label_map=kw.get("label_map"),
                                cache_dir=cache_dir)  # fmt: skip
         if kw.get("on_error", "raise") == "raise":
-            report.raise_errors(None if image_only else num_classes, allow_lossy_masks, error_file_for(hf, cache_dir))
+            report.raise_errors(None if image_only else num_classes, allow_lossy_masks, error_file_for(hf, cache_dir),
+                                classes_named=class_names is not None)  # fmt: skip
         report.warn_upsampling(size)
     dataset = SegmentationDataset(hf, size, num_classes, image_only=image_only, allow_lossy_masks=allow_lossy_masks,
                                   class_names=class_names, **kw)  # fmt: skip

@@ -103,7 +103,8 @@ def run_check(args):
         for warning in caught:
             print(f"warning: {warning.message}")
     try:
-        report.raise_errors(num_classes, args.allow_lossy_masks, error_file_for(hf, cache_dir))
+        report.raise_errors(num_classes, args.allow_lossy_masks, error_file_for(hf, cache_dir),
+                            classes_named=class_names is not None)  # fmt: skip
     except DataError as e:
         print(f"error: {e}")
         return 1
