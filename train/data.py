@@ -412,10 +412,10 @@ def open_dataset(spec, size, num_classes, image_only=False, check=True, allow_lo
     stored lossily (unless allow_lossy_masks=True), label values >= num_classes (each with its pixels). Images smaller
     than `size` give one UpsamplingWarning. Label maps whose values stop short of num_classes - 1 are an error too when
     the data does not name its classes (a wrong class count, most often; id2label.json can name classes never seen).
-    With on_error="skip" bad rows are dropped instead (SegmentationDataset). The builtin data, drawn by ssgan at `size`, is not scanned. The result's `class_names` are the data's class names
-    (a tuple, or None when the data does not record them); recorded names whose count differs from num_classes are
-    an error naming both numbers. The scan is kept as the result's `check` (None when not scanned). Other keywords go
-    to SegmentationDataset.
+    With on_error="skip" bad rows are dropped instead (SegmentationDataset). The builtin data, drawn by ssgan at
+    `size`, is not scanned. The result's `class_names` are the data's class names (a tuple, or None when the data does
+    not record them); recorded names whose count differs from num_classes are an error naming both numbers. The scan
+    is kept as the result's `check` (None when not scanned). Other keywords go to SegmentationDataset.
     """
     from ssgan.train.builtin import default_cache_dir
 
