@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssgan.editing import as_w_plus
+from ssgan.images import read_image, warn_if_upsampled
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-# Pillow modes whose conversion to RGB keeps the picture (alpha is dropped).
-CONVERTIBLE_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV")
 INVERSION_MODES = ("w+", "w")
 
 
@@ -27,27 +26,21 @@ INVERSION_MODES = ("w+", "w")
 
 
 def load_image(path, size, resize=True):
-    """An aligned square image file -> [3, size, size] float32 in [-1, 1] (resized unless resize=False)."""
-    from PIL import Image, UnidentifiedImageError
+    """An aligned square image file -> [3, size, size] float32 in [-1, 1] (resized unless resize=False).
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no image file {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode not in CONVERTIBLE_MODES:
-                raise ValueError(f"{path}: image mode {mode!r} cannot be converted to RGB")
-            img = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from None
+    Read by `ssgan.images.read_image`: EXIF orientation applied, transparency composited on white. A photo smaller
+    than `size` is upsampled with an UpsamplingWarning. Raises ValueError for an unreadable or non-square image.
+    """
+    from PIL import Image
+
+    img = read_image(path)
     w, h = img.size
     if w != h:
         raise ValueError(f"{path}: image is {w}x{h}; inversion needs square, aligned faces")
     if w != size:
         if not resize:
             raise ValueError(f"{path}: image is {w}x{h} but the model makes {size}x{size} images")
+        warn_if_upsampled(w, h, size, str(path))
         img = img.resize((size, size), Image.Resampling.LANCZOS)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())  # [H, W, 3] in 0..255
     return x.permute(2, 0, 1) / 127.5 - 1

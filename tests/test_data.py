@@ -25,6 +25,12 @@ from ssgan.train.data import (
 datasets.disable_progress_bars()
 
 
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """open_dataset caches its scans under the test's own folder, never the user's ~/.cache."""
+    monkeypatch.setenv("SSGAN_CACHE", str(tmp_path / "cache"))
+
+
 def png(array, mode=None):
     buffer = io.BytesIO()
     (array if isinstance(array, Image.Image) else Image.fromarray(np.asarray(array), mode)).save(buffer, format="PNG")
@@ -213,7 +219,7 @@ def test_label_map_remaps_raw_values():
     assert torch.equal(mapped[0]["mask"], by_dict["mask"])
     with pytest.raises(DataError, match="no entry in label_map"):
         SegmentationDataset(dataset, 2, 3, label_map=[0, 1, 2])[0]
-    with pytest.raises(DataError, match="label value 30 is outside 0..2"):
+    with pytest.raises(DataError, match=r"label values 20 \(1 px\), 30 \(1 px\) outside 0..2"):
         SegmentationDataset(dataset, 2, 3, label_map={10: 0})[0]
 
 
@@ -332,7 +338,8 @@ def test_prepare_celebamask_hq_merges_parts_in_paint_order(tmp_path):
     raw = tmp_path / "raw"
     write_celebamask(raw, {0: parts, 1: {"skin": rows(2, 6)}, 28000: {"hair": rows(0, 8)}})
     out = tmp_path / "prepared"
-    assert prepare_celebamask_hq(raw, out, size=8) == {"train": 2, "val": 1}
+    assert prepare_celebamask_hq(raw, out, size=8) == {"train": 2, "val": 1, "no_parts": [], "skipped": {},
+                                                       "empty_parts": []}
     shutil.rmtree(raw)  # the result is self-contained
 
     prepared = datasets.load_from_disk(str(out))

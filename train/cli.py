@@ -52,6 +52,7 @@ def register(sub):
     a("--resume", help="a run directory (its newest snapshot), a snapshot file, or a model checkpoint "
       "(ssgan .safetensors or original .pt: weights only)")  # fmt: skip
     a("--image-only", action="store_true", help="train on images without masks: D(image) only, no mask loss")
+    a("--allow-lossy-masks", action="store_true", help="accept label maps stored lossily (JPEG, lossy WebP...)")
     a("--freeze-local", action="store_true", help="keep G_ema's local generators fixed (domain adaptation)")
     a("--xflip", action="store_true", help="random horizontal flips of the real data")
     a("--precision", choices=PRECISIONS, help="fp32, or tf32 / bf16 autocast on CUDA (default: fp32)")

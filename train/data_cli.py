@@ -11,6 +11,8 @@ def register(sub):
     celeba.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
     celeba.add_argument("--size", type=int, default=512, help="output resolution (default 512)")
     celeba.add_argument("--num-proc", type=int, default=None, help="worker processes (default 1)")
+    celeba.add_argument("--strict", action="store_true", help="fail (writing nothing) when an image has no usable "
+                        "part masks or a part file is empty, instead of skipping it")  # fmt: skip
     celeba.set_defaults(run=run_celebamask)
 
     builtin = kinds.add_parser("builtin", help="the procedural demo faces (7 classes) with exact masks")
@@ -20,23 +22,91 @@ def register(sub):
     builtin.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     builtin.set_defaults(run=run_builtin)
 
+    check = sub.add_parser(
+        "check-data", help="check every image and label map of a dataset; print per-class pixels and presence",
+        description="Decode every row of a dataset as training would, list every bad file at once (unreadable or "
+        "truncated files, image/mask size mismatches, masks that are not label maps, label maps stored lossily, label "
+        "values >= the class count) and print a per-class table of pixels and presence. Exits 1 when a row is bad.",
+    )  # fmt: skip
+    check.add_argument("data", metavar="PATH", help="a dataset: a folder (images/ + masks/, or save_to_disk), "
+                       "'hf:<id>' or 'builtin:N'")  # fmt: skip
+    check.add_argument("--classes", type=int, default=None, metavar="K",
+                       help="the model's class count: label values >= K are errors (default: the data's class names, "
+                       "if recorded in id2label.json)")  # fmt: skip
+    check.add_argument("--size", type=int, default=None, help="the model's resolution: warn about smaller images")
+    check.add_argument("--allow-lossy-masks", action="store_true",
+                       help="accept label maps stored as JPEG, lossy WebP...")  # fmt: skip
+    check.add_argument("--image-only", action="store_true", help="a dataset of images without label maps")
+    check.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count, at most 8)")
+    check.add_argument("--cache", default=None, help="cache folder (default $SSGAN_CACHE or ~/.cache/ssgan)")
+    check.set_defaults(run=run_check)
+
 
 def run_celebamask(args):
-    from ssgan.train.data import prepare_celebamask_hq
+    from ssgan.train.data import abbreviated, prepare_celebamask_hq
 
-    counts = prepare_celebamask_hq(args.raw_dir, args.out, size=args.size, num_proc=args.num_proc)
+    counts = prepare_celebamask_hq(args.raw_dir, args.out, size=args.size, num_proc=args.num_proc, strict=args.strict)
     size = f"{args.size}x{args.size}"
     print(f"wrote {counts['train']} train and {counts['val']} validation images at {size} to {args.out}")
+    skipped, empty, no_parts = counts["skipped"], counts["empty_parts"], counts["no_parts"]
+    if no_parts:
+        print(f"skipped {len(no_parts)} images with no part masks: ids {abbreviated(no_parts)}")
+    for i in sorted(skipped):
+        print(f"skipped image {i}: {skipped[i]}")
+    if empty:
+        print(f"ignored {len(empty)} empty part files: {abbreviated(empty, 10)}")
     return 0
 
 
 def run_builtin(args):
-    from ssgan.train.builtin import generate_builtin
-    from ssgan.train.data import DataError
+    from ssgan.train.builtin import BUILTIN_CLASSES, generate_builtin
+    from ssgan.train.data import DataError, write_class_names
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise DataError(f"output folder {out} already exists and is not empty")
     generate_builtin(args.num_images, args.size, args.seed).save_to_disk(str(out))
+    write_class_names(out, BUILTIN_CLASSES)
     print(f"wrote {args.num_images} builtin faces at {args.size}x{args.size} (seed {args.seed}) to {out}")
+    return 0
+
+
+def run_check(args):
+    import warnings
+
+    from ssgan.train.builtin import default_cache_dir
+    from ssgan.train.check import check_dataset, error_file_for
+    from ssgan.train.data import DataError, load_source
+
+    cache_dir = Path(args.cache) if args.cache else default_cache_dir()
+    hf, class_names = load_source(args.data, args.size or 64, args.image_only, cache_dir=cache_dir)
+    num_classes = args.classes if args.classes is not None else (len(class_names) if class_names else None)
+    if args.image_only:
+        num_classes = class_names = None
+    report = check_dataset(hf, mask_column=None if args.image_only else "mask", cache_dir=cache_dir,
+                           workers=args.workers)  # fmt: skip
+    sizes = sorted({tuple(size) for size in report.image_sizes if size is not None})
+    shown = ", ".join(f"{w}x{h}" for w, h in sizes[:4]) + (f" and {len(sizes) - 4} more" if len(sizes) > 4 else "")
+    kind = "images" if args.image_only else "image/label-map pairs"
+    print(f"{args.data}: {report.rows} {kind}; image sizes {shown or 'none readable'}")
+    if not args.image_only:
+        recorded = ", ".join(class_names) if class_names else "not recorded (no id2label.json)"
+        print(f"label values 0..{report.num_labels - 1}; class names: {recorded}")
+        if class_names and args.classes is not None and args.classes != len(class_names):
+            print(f"note: --classes {args.classes} differs from the {len(class_names)} recorded class names")
+            class_names = None
+        print(report.table(class_names, num_classes))
+    if args.size:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report.warn_upsampling(args.size)
+        for warning in caught:
+            print(f"warning: {warning.message}")
+    try:
+        report.raise_errors(num_classes, args.allow_lossy_masks, error_file_for(hf, cache_dir),
+                            classes_named=class_names is not None)  # fmt: skip
+    except DataError as e:
+        print(f"error: {e}")
+        return 1
+    print("no problems found")
     return 0

@@ -85,6 +85,7 @@ class TrainOptions:
     seed: int = 0
     resume: str | None = None
     image_only: bool = False
+    allow_lossy_masks: bool = False  # accept label maps stored as JPEG, lossy WebP... (refused by default)
     freeze_local: bool = False
     xflip: bool = False
     precision: str = "fp32"
@@ -429,7 +430,8 @@ class Trainer:
     def _open_dataset(self):
         from ssgan.train.data import open_dataset
 
-        return open_dataset(self.opts.data, self.cfg.size, self.cfg.num_classes, image_only=self.opts.image_only)
+        return open_dataset(self.opts.data, self.cfg.size, self.cfg.num_classes, image_only=self.opts.image_only,
+                            allow_lossy_masks=self.opts.allow_lossy_masks)  # every row checked here, before step 1
 
     # --- one iteration --------------------------------------------------------------------------
     def _real_batch(self, loader):
