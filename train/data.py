@@ -47,10 +47,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
     DataError naming the row and file when read. With on_error="skip" every row is checked once, up front, when the
     dataset is built; bad rows are dropped, counted in `.skipped`, and their reasons kept in `.skip_reasons`.
     hflip=True flips image and mask together with probability 1/2 (torch's RNG, so torch.manual_seed applies).
+    resize=False refuses (DataError) an image that is not already size x size instead of resizing and cropping it.
     """
 
     def __init__(self, hf_dataset, size, num_classes, image_column="image", mask_column="mask", image_only=False,
-                 label_map=None, on_error="raise", hflip=False):  # fmt: skip
+                 label_map=None, on_error="raise", hflip=False, resize=True):  # fmt: skip
         if int(size) != size or size < 1:
             raise ValueError(f"SegmentationDataset: size must be a positive integer, got {size!r}")
         if int(num_classes) != num_classes or num_classes < 1:
@@ -63,6 +64,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 raise DataError(f"dataset has no column {column!r}; its columns are {hf_dataset.column_names}"
                                 + ("" if image_only else " (image_only=True reads images without masks)"))  # fmt: skip
         self.size, self.num_classes, self.image_only, self.hflip = int(size), int(num_classes), image_only, hflip
+        self.resize = resize
         self.image_column, self.mask_column = image_column, mask_column
         self._label_map = LabelMap(label_map)
         self._data = _undecoded(hf_dataset.select_columns(columns))
@@ -99,6 +101,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """Decode and check one row: (RGB PIL image, int64 labels [H,W] or None)."""
         record = self._data[row]
         image = _open(record[self.image_column], row, "image").convert("RGB")
+        if not self.resize and image.size != (self.size, self.size):
+            raise DataError(f"{_where(record[self.image_column], row, 'image')}: image is {image.size[0]}x"
+                            f"{image.size[1]} but the model's size is {self.size}x{self.size} (resize=False)")  # fmt: skip
         if self.image_only:
             return image, None
         mask = _open(record[self.mask_column], row, "mask")
