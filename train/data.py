@@ -103,7 +103,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         image = _open(record[self.image_column], row, "image").convert("RGB")
         if not self.resize and image.size != (self.size, self.size):
             raise DataError(f"{_where(record[self.image_column], row, 'image')}: image is {image.size[0]}x"
-                            f"{image.size[1]} but the model's size is {self.size}x{self.size} (resize=False)")  # fmt: skip
+                            f"{image.size[1]} but the model's size is {self.size}x{self.size} (resize=True, or "
+                            "`ssgan train --resize`, resizes and centre-crops it)")  # fmt: skip
         if self.image_only:
             return image, None
         mask = _open(record[self.mask_column], row, "mask")

@@ -877,7 +877,7 @@ class Trainer:
                 + (f", class names recorded: {', '.join(data_names)}" if data_names else ", no class names recorded"))  # fmt: skip
         lines = [f"model: {cfg.size}x{cfg.size}, {cfg.num_classes} classes ({', '.join(cfg.class_names)}), "
                  f"transparent: {transparent}; G {params['G']:,} parameters, D {params['D']:,}",
-                 f"model config: {cfg.to_json()}", f"recipe: {json.dumps(asdict(opts), indent=1)}", data]  # fmt: skip
+                 f"model config: {json.dumps(cfg.to_dict())}", f"recipe: {json.dumps(asdict(opts))}", data]  # fmt: skip
         if self.resumed_from:
             lines.append(f"resumes {self.resumed_from} at step {self.step} ({self.images_seen / 1000:.3f} kimg)")
         return "\n".join(lines)
