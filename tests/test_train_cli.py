@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -142,6 +144,30 @@ def test_cli_trains_a_five_class_folder_with_its_own_names(tmp_path, capsys):
     final = ssgan.load_checkpoint(run / "network-final.safetensors")
     assert final.config == cfg and final.g_ema(z=torch.randn(1, 16)).seg.shape == (1, 5, 32, 32)
 
+    # Ctrl-C in a resumed run: a final snapshot, a message saying how to resume, exit status 128 + SIGINT
+    done = threading.Event()
+    watcher = threading.Thread(target=interrupt_at_tick, args=(out, run, 3, done))
+    watcher.start()
+    try:
+        status = main(["train", "--resume", str(run), "--kimg", "1", "--no-progress"])
+    finally:
+        done.set()
+        watcher.join()
+    assert status == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    (interrupted,) = set(out.iterdir()) - {run}
+    assert f"Resume with: ssgan train --resume {interrupted}" in err
+    snapshot = list_snapshots(interrupted)[-1]  # the final one (the signal comes a step or so after tick 3)
+    step = load_snapshot(snapshot)["step"]
+    assert step >= 4 + 6 and f"(step {step})" in err
+    # ... and the snapshot resumes under any name, keeping the model
+    shutil.copy(snapshot, tmp_path / "my_model.pth")
+    assert main(["train", "--resume", str(tmp_path / "my_model.pth"), "--kimg", str((step + 2) * 2 / 1000)]) == 0
+    (last,) = set(out.iterdir()) - {run, interrupted}
+    info = json.loads((last / "training_options.json").read_text())
+    assert info["start_step"] == step and ssgan.SSGConfig.from_dict(info["config"]) == cfg
+    assert load_snapshot(list_snapshots(last)[-1])["step"] == step + 2
+
     # images of another size are an error naming both sizes, before any run directory is made ...
     argv64 = ["train", "--data", str(data), "--out", str(tmp_path / "runs64"), *TINY_ARGS, "--size", "64"]
     assert main(argv64) == 2
@@ -150,6 +176,17 @@ def test_cli_trains_a_five_class_folder_with_its_own_names(tmp_path, capsys):
     assert not (tmp_path / "runs64").exists()
     assert main(argv64 + ["--resize", "--dry-run"]) == 0  # ... unless asked to resize
     assert "(resized and centre-cropped)" in capsys.readouterr().out
+
+
+def interrupt_at_tick(out, old_run, tick, done, timeout=60):
+    """Send this process SIGINT once a new run under `out` has logged `tick` (its signal handlers are in place)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not done.is_set():
+        for log in out.glob("*/log.txt"):
+            if log.parent != old_run and f"tick {tick} " in log.read_text():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+        time.sleep(0.02)
 
 
 def test_resume_from_a_renamed_snapshot(tmp_path):
@@ -172,25 +209,26 @@ def test_resume_from_a_renamed_snapshot(tmp_path):
         Trainer(tiny_options(tmp_path, resume=str(tmp_path / "junk.pth")), dataset=NamedData(), log=quiet)
 
 
-def test_sigint_writes_a_final_snapshot_and_the_run_resumes(tmp_path, capsys):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_writes_a_final_snapshot_and_the_run_resumes(tmp_path, capsys, stop):
     full = train(tiny_options(tmp_path), dataset=NamedData(), config=TINY, log=quiet)
 
     def interrupt_after_tick_1(line):
         if line.startswith("tick 1 "):
-            os.kill(os.getpid(), signal.SIGINT)  # delivered to the handler between two steps
+            os.kill(os.getpid(), stop)  # delivered to the handler between two steps
 
-    handler = signal.getsignal(signal.SIGINT)
-    with pytest.raises(TrainingInterrupted, match=r"SIGINT at 0.002 kimg \(step 1\).*Resume with: ssgan train "
+    handler = signal.getsignal(stop)
+    with pytest.raises(TrainingInterrupted, match=rf"{stop.name} at 0.002 kimg \(step 1\).*Resume with: ssgan train "
                        r"--resume .*00001") as stopped:  # fmt: skip
         train(tiny_options(tmp_path, snap=100), dataset=NamedData(), config=TINY, log=interrupt_after_tick_1,
               progress=True)  # fmt: skip
-    assert stopped.value.signal == signal.SIGINT
-    assert signal.getsignal(signal.SIGINT) is handler  # put back
+    assert stopped.value.signal == stop
+    assert signal.getsignal(stop) is handler  # put back
     bar = capsys.readouterr().out
     assert "/0.008 kimg [" in bar and "s/kimg" in bar and "d_loss=" in bar  # the progress bar
     (interrupted,) = [p for p in (tmp_path / "runs").iterdir() if p != full]
     assert [p.name for p in list_snapshots(interrupted)] == ["snapshot-000000002.pt"]
-    assert "interrupted by SIGINT" in (interrupted / "log.txt").read_text()
+    assert f"interrupted by {stop.name}" in (interrupted / "log.txt").read_text()
     resumed = train(resume_options(str(interrupted), {}), dataset=NamedData(), log=quiet)
     a, b = (load_snapshot(list_snapshots(run)[-1]) for run in (full, resumed))
     assert a["step"] == b["step"] == 4

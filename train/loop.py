@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -441,7 +441,7 @@ class Trainer:
             resumed = resume_ckpt.config if resume_ckpt is not None else None
         # The model before the data is known (the data is opened with its class count), then with the data's
         # class names; a resumed run keeps its model, and options that would change it are an error.
-        self.cfg = resumed if resumed is not None else model_config(opts, config)
+        self.cfg = resumed if resumed is not None else model_config(replace(opts, transparent=None), config)
         if resumed is not None:
             self._check_resumed_config(resumed)
         self.dataset = dataset if dataset is not None else self._open_dataset()
