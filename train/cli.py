@@ -40,21 +40,21 @@ def register(sub):
         "model. See also SSGConfig in ssgan/config.py.",
     ).add_argument  # fmt: skip
     shape("--config", metavar="JSON", help="SSGConfig fields (all or some) as JSON, or a run's training_options.json")
-    shape("--size", type=int, help="output resolution in pixels, a power of two (data of another size: --resize)")
+    shape("--size", type=int, metavar="N", help="output resolution in pixels, a power of two (data of another size: --resize)")
     shape("--classes", metavar="NAMES|K", help="comma-separated class names, class 0 first (background), or a "
           "count; default: the names the data records, else the preset's")  # fmt: skip
     shape("--transparent", metavar="NAMES", help="comma-separated names of the transparent classes (such as "
           "glasses), or 'none'; default: the preset's that are among the classes")  # fmt: skip
-    shape("--style-dim", type=int, help="width of z, w and the style codes")
-    shape("--local-channel", type=int, help="width of each class's local generator")
-    shape("--local-layers", type=int, help="modulated layers per local generator")
-    shape("--depth-layers", type=int, help="local layers before the depth/shape output (the rest shape texture)")
-    shape("--coarse-channel", type=int, help="channels of the fused coarse feature map")
-    shape("--coarse-size", type=int, help="resolution of the coarse feature map and masks (a power of two)")
-    shape("--min-feat-size", type=int, help="resolution the render net starts from (a power of two)")
-    shape("--channel-multiplier", type=int, help="StyleGAN2's channel multiplier of the render net and D above "
+    shape("--style-dim", type=int, metavar="N", help="width of z, w and the style codes")
+    shape("--local-channel", type=int, metavar="N", help="width of each class's local generator")
+    shape("--local-layers", type=int, metavar="N", help="modulated layers per local generator")
+    shape("--depth-layers", type=int, metavar="N", help="local layers before the depth/shape output (the rest shape texture)")
+    shape("--coarse-channel", type=int, metavar="N", help="channels of the fused coarse feature map")
+    shape("--coarse-size", type=int, metavar="N", help="resolution of the coarse feature map and masks (a power of two)")
+    shape("--min-feat-size", type=int, metavar="N", help="resolution the render net starts from (a power of two)")
+    shape("--channel-multiplier", type=int, metavar="N", help="StyleGAN2's channel multiplier of the render net and D above "
           "32 px (rebuilds their width tables)")  # fmt: skip
-    shape("--channel-base", type=int, help="width of the render net and D at 4-32 px (512 in the original; the "
+    shape("--channel-base", type=int, metavar="N", help="width of the render net and D at 4-32 px (512 in the original; the "
           "other widths scale with it)")  # fmt: skip
     shape("--resize", action="store_true", help="resize (shorter side) and centre-crop images of another size; "
           "without it they are an error")  # fmt: skip

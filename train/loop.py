@@ -580,7 +580,9 @@ class Trainer:
         wanted = model_config(self.opts, resumed, use_config_file=False)
         if wanted != resumed:
             old, new = resumed.to_dict(), wanted.to_dict()
-            diff = ", ".join(f"{k} {old[k]} -> {new[k]}" for k in old if old[k] != new[k])
+            changed = [k for k in old if old[k] != new[k]]
+            derived = ("render_channels", "disc_channels")  # follow size and the channel options: name those
+            diff = ", ".join(f"{k} {old[k]} -> {new[k]}" for k in [k for k in changed if k not in derived] or changed)
             raise ValueError(f"--resume {self.opts.resume} continues a model that the options would change ({diff}); "
                              "a resumed run keeps its model: leave these options out, or start a new run")  # fmt: skip
 
