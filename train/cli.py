@@ -40,7 +40,8 @@ def register(sub):
         "model. See also SSGConfig in ssgan/config.py.",
     ).add_argument  # fmt: skip
     shape("--config", metavar="JSON", help="SSGConfig fields (all or some) as JSON, or a run's training_options.json")
-    shape("--size", type=int, metavar="N", help="output resolution in pixels, a power of two (data of another size: --resize)")
+    shape("--size", type=int, metavar="N", help="output resolution in pixels, a power of two (for data of another "
+          "size add --resize)")  # fmt: skip
     shape("--classes", metavar="NAMES|K", help="comma-separated class names, class 0 first (background), or a "
           "count; default: the names the data records, else the preset's")  # fmt: skip
     shape("--transparent", metavar="NAMES", help="comma-separated names of the transparent classes (such as "
@@ -48,14 +49,16 @@ def register(sub):
     shape("--style-dim", type=int, metavar="N", help="width of z, w and the style codes")
     shape("--local-channel", type=int, metavar="N", help="width of each class's local generator")
     shape("--local-layers", type=int, metavar="N", help="modulated layers per local generator")
-    shape("--depth-layers", type=int, metavar="N", help="local layers before the depth/shape output (the rest shape texture)")
+    shape("--depth-layers", type=int, metavar="N", help="local layers before the depth (shape) output; the rest "
+          "shape the texture")  # fmt: skip
     shape("--coarse-channel", type=int, metavar="N", help="channels of the fused coarse feature map")
-    shape("--coarse-size", type=int, metavar="N", help="resolution of the coarse feature map and masks (a power of two)")
+    shape("--coarse-size", type=int, metavar="N", help="resolution of the coarse feature map and masks (a power "
+          "of two)")  # fmt: skip
     shape("--min-feat-size", type=int, metavar="N", help="resolution the render net starts from (a power of two)")
-    shape("--channel-multiplier", type=int, metavar="N", help="StyleGAN2's channel multiplier of the render net and D above "
-          "32 px (rebuilds their width tables)")  # fmt: skip
-    shape("--channel-base", type=int, metavar="N", help="width of the render net and D at 4-32 px (512 in the original; the "
-          "other widths scale with it)")  # fmt: skip
+    shape("--channel-multiplier", type=int, metavar="N", help="StyleGAN2's channel multiplier of the render net "
+          "and D above 32 px (rebuilds their width tables)")  # fmt: skip
+    shape("--channel-base", type=int, metavar="N", help="width of the render net and D at 4-32 px (512 in the "
+          "original; the other widths scale with it)")  # fmt: skip
     shape("--resize", action="store_true", help="resize (shorter side) and centre-crop images of another size; "
           "without it they are an error")  # fmt: skip
     a("--dry-run", action="store_true", help="print the resolved model, recipe and a data summary, then exit")

@@ -448,13 +448,14 @@ class Trainer:
         data_names = getattr(self.dataset, "class_names", None)
         if resumed is None:
             cfg = model_config(opts, config, data_names)
-            if cfg.num_classes != self.cfg.num_classes and dataset is None:
-                self.cfg = cfg
-                self.dataset = self._open_dataset()
+            reopen = dataset is None and cfg.num_classes != self.cfg.num_classes
             self.cfg = cfg
+            if reopen:  # the data's names set the class count
+                self.dataset = self._open_dataset()
         elif data_names and len(data_names) != resumed.num_classes:
-            raise ValueError(f"the resumed model has {resumed.num_classes} classes ({', '.join(resumed.class_names)}) "
-                             f"but the data {opts.data} records {len(data_names)} ({', '.join(data_names)})")  # fmt: skip
+            raise ValueError(f"the resumed model has {resumed.num_classes} classes "
+                             f"({', '.join(resumed.class_names)}) but the data {opts.data} records "
+                             f"{len(data_names)} ({', '.join(data_names)})")  # fmt: skip
         self._check_data()
         if opts.tensorboard:
             try:
@@ -516,7 +517,8 @@ class Trainer:
         try:
             return None, ssgan.load_checkpoint(path)
         except ssgan.CheckpointError as e:
-            raise SnapshotError(f"--resume {resume} is neither a training snapshot nor a model checkpoint: {e}") from None
+            what = "is neither a training snapshot nor a model checkpoint"
+            raise SnapshotError(f"--resume {resume} {what}: {e}") from None
 
     def _load_checkpoint_weights(self, ckpt):
         """Start from a model checkpoint (ssgan or original .pt): weights only, fresh optimisers."""
@@ -817,7 +819,8 @@ class Trainer:
                                 say(f"snapshot {path.name}")
                             results = self.evaluate()
                             if results:
-                                say(f"metrics at {self.images_seen / 1000:.3f} kimg: {metrics_mod.format_results(results)}")
+                                say(f"metrics at {self.images_seen / 1000:.3f} kimg: "
+                                    f"{metrics_mod.format_results(results)}")
                         tick_start_images, tick_start_time, sums, counts = self.images_seen, time.time(), {}, {}
                     signal_number = self._stop_signal(stop)
                     if signal_number and not done:
@@ -876,7 +879,8 @@ class Trainer:
         data = (f"data {opts.data}: {len(self.dataset)} rows, {cfg.size}x{cfg.size}"
                 + (" (resized and centre-cropped)" if opts.resize else "")
                 + (", images only" if opts.image_only else f", {cfg.num_classes} classes")
-                + (f", class names recorded: {', '.join(data_names)}" if data_names else ", no class names recorded"))  # fmt: skip
+                + (f", class names recorded: {', '.join(data_names)}" if data_names
+                   else ", no class names recorded"))  # fmt: skip
         lines = [f"model: {cfg.size}x{cfg.size}, {cfg.num_classes} classes ({', '.join(cfg.class_names)}), "
                  f"transparent: {transparent}; G {params['G']:,} parameters, D {params['D']:,}",
                  f"model config: {json.dumps(cfg.to_dict())}", f"recipe: {json.dumps(asdict(opts))}", data]  # fmt: skip
