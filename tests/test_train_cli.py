@@ -109,6 +109,22 @@ def test_class_names_come_from_the_data_unless_given(tmp_path):
     assert cfg(NamedData(None), classes="3", transparent="2").transparent == (2,)
 
 
+def test_the_data_is_reopened_when_its_class_names_set_the_count(tmp_path, monkeypatch):
+    """open_dataset needs a class count before the data's names are known; the names then decide."""
+    from ssgan.train import data
+
+    calls = []
+
+    def fake_open_dataset(spec, size, num_classes, **kw):
+        calls.append((spec, size, num_classes, kw["resize"]))
+        return NamedData(("sky", "sea", "sand", "rock"), size=size)
+
+    monkeypatch.setattr(data, "open_dataset", fake_open_dataset)
+    trainer = Trainer(tiny_options(tmp_path, data="prepared", transparent="rock"), config=TINY, log=quiet)
+    assert calls == [("prepared", 16, 3, False), ("prepared", 16, 4, False)]
+    assert trainer.cfg.class_names == ("sky", "sea", "sand", "rock") and trainer.cfg.transparent == (3,)
+
+
 def test_config_file_and_options_on_top_of_a_preset(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"style_dim": 8, "class_names": ["bg", "x", "y"]}))
     trainer = Trainer(tiny_options(tmp_path, config=str(tmp_path / "model.json"), local_channel=8, transparent="y"),

@@ -333,12 +333,19 @@ class ResumableSampler(torch.utils.data.Sampler):
                 position += 1
 
 
+def ignore_stop_signals(worker_id):
+    """DataLoader workers leave Ctrl-C and SIGTERM (sent to the whole process group) to the main process, which
+    finishes its step and snapshots; a worker stopped under it would fail that step."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(dataset, opts, rank, world_size, start):
     sampler = ResumableSampler(len(dataset), opts.seed, rank, world_size, start)
     return iter(torch.utils.data.DataLoader(
         dataset, batch_size=opts.batch, sampler=sampler, num_workers=opts.workers, drop_last=True,
         pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(opts.seed),
-        persistent_workers=opts.workers > 0,
+        persistent_workers=opts.workers > 0, worker_init_fn=ignore_stop_signals if opts.workers > 0 else None,
     ))  # fmt: skip
 
 
