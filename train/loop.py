@@ -250,27 +250,28 @@ class TrainingDiverged(RuntimeError):
 
 
 class StopRequest:
-    """While entered (in the main thread): SIGINT and SIGTERM are recorded in `.signal` instead of stopping the
-    process, so the loop can finish its step and snapshot; the handler then gives the signal back its previous
-    handler, so a second one acts at once (Ctrl-C twice abandons the step)."""
+    """Once installed (in the main thread) and until restored, SIGINT and SIGTERM are recorded in `.signal`
+    instead of stopping the process, so the loop can finish its step and snapshot; the handler then gives the
+    signal back its previous handler, so a second one acts at once (Ctrl-C twice abandons the step). A signal the
+    process ignores (a background job's SIGINT, nohup) stays ignored."""
 
     def __init__(self):
         self.signal, self._previous = None, {}
 
-    def __enter__(self):
+    def install(self):
         if threading.current_thread() is threading.main_thread():
             for number in (signal.SIGINT, signal.SIGTERM):
-                self._previous[number] = signal.signal(number, self._handle)
+                if signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def _handle(self, number, frame):
         self.signal = self.signal or number
         signal.signal(number, self._previous.get(number) or signal.SIG_DFL)
 
-    def __exit__(self, *exc):
+    def restore(self):
         for number, handler in self._previous.items():
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
-        return False
 
 
 class TrainingInterrupted(RuntimeError):
@@ -786,58 +787,57 @@ class Trainer:
             f"{self.device}, batch {opts.batch}/process, {opts.kimg} kimg, start at {self.images_seen / 1000:.3f} kimg")
         tick, tick_start_images, tick_start_time, sums, counts = 0, self.images_seen, time.time(), {}, {}
         start_time = time.time()
+        stop = StopRequest().install()
         try:
-            with StopRequest() as stop:
-                loader = make_loader(self.dataset, opts, self.rank, self.world_size, self.images_seen)
-                while self.images_seen < total_images:
-                    real_image, real_seg = self._real_batch(loader)
-                    try:
-                        stats = self.train_step(real_image, real_seg)
-                    except TrainingDiverged as e:
-                        say(f"stopping: {e}. The last good snapshot stays in {self.run_dir} (or the resumed run).")
-                        raise
-                    if bar is not None:
-                        bar.set_postfix({k: f"{stats[k]:.3g}" for k in ("d_loss", "g_loss", "mask_loss") if k in stats},
-                                        refresh=False)  # fmt: skip
-                        bar.update(self.images_seen / 1000 - bar.n)
-                    for k, v in stats.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                        counts[k] = counts.get(k, 0) + 1
-                    done = self.images_seen >= total_images
-                    if self.images_seen - tick_start_images >= tick_images or done:
-                        tick += 1
-                        means = self._reduce({k: sums[k] / counts[k] for k in sums})
-                        elapsed = time.time() - tick_start_time
-                        sec_per_kimg = elapsed / max(1e-9, (self.images_seen - tick_start_images) / 1000)
-                        entry = {"tick": tick, "kimg": self.images_seen / 1000, "step": self.step,
-                                 "time": time.time() - start_time, "sec_per_kimg": sec_per_kimg, **means}  # fmt: skip
-                        say(f"tick {tick:<4d} kimg {entry['kimg']:<8.3f} step {self.step:<6d} "
-                            f"time {entry['time']:7.1f}s  s/kimg {sec_per_kimg:6.1f}  "
-                            + "  ".join(f"{k} {v:.4g}" for k, v in means.items()))  # fmt: skip
-                        if self.rank == 0:
-                            with open(self.run_dir / "stats.jsonl", "a") as f:
-                                f.write(json.dumps(entry) + "\n")
-                            if self.tb is not None:
-                                for k, v in means.items():
-                                    self.tb.add_scalar(f"loss/{k}", v, self.images_seen)
-                        if tick % opts.snap == 0 or done:
-                            path = self.save_snapshot()
-                            if path is not None:
-                                say(f"snapshot {path.name}")
-                            results = self.evaluate()
-                            if results:
-                                say(f"metrics at {self.images_seen / 1000:.3f} kimg: "
-                                    f"{metrics_mod.format_results(results)}")
-                        tick_start_images, tick_start_time, sums, counts = self.images_seen, time.time(), {}, {}
-                    signal_number = self._stop_signal(stop)
-                    if signal_number and not done:
+            loader = make_loader(self.dataset, opts, self.rank, self.world_size, self.images_seen)
+            while self.images_seen < total_images:
+                real_image, real_seg = self._real_batch(loader)
+                try:
+                    stats = self.train_step(real_image, real_seg)
+                except TrainingDiverged as e:
+                    say(f"stopping: {e}. The last good snapshot stays in {self.run_dir} (or the resumed run).")
+                    raise
+                if bar is not None:
+                    bar.set_postfix({k: f"{stats[k]:.3g}" for k in ("d_loss", "g_loss", "mask_loss") if k in stats},
+                                    refresh=False)  # fmt: skip
+                    bar.update(self.images_seen / 1000 - bar.n)
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
+                done = self.images_seen >= total_images
+                if self.images_seen - tick_start_images >= tick_images or done:
+                    tick += 1
+                    means = self._reduce({k: sums[k] / counts[k] for k in sums})
+                    elapsed = time.time() - tick_start_time
+                    sec_per_kimg = elapsed / max(1e-9, (self.images_seen - tick_start_images) / 1000)
+                    entry = {"tick": tick, "kimg": self.images_seen / 1000, "step": self.step,
+                             "time": time.time() - start_time, "sec_per_kimg": sec_per_kimg, **means}  # fmt: skip
+                    say(f"tick {tick:<4d} kimg {entry['kimg']:<8.3f} step {self.step:<6d} "
+                        f"time {entry['time']:7.1f}s  s/kimg {sec_per_kimg:6.1f}  "
+                        + "  ".join(f"{k} {v:.4g}" for k, v in means.items()))  # fmt: skip
+                    if self.rank == 0:
+                        with open(self.run_dir / "stats.jsonl", "a") as f:
+                            f.write(json.dumps(entry) + "\n")
+                        if self.tb is not None:
+                            for k, v in means.items():
+                                self.tb.add_scalar(f"loss/{k}", v, self.images_seen)
+                    if tick % opts.snap == 0 or done:
                         path = self.save_snapshot()
-                        message = (f"interrupted by {signal.Signals(signal_number).name} at "
-                                   f"{self.images_seen / 1000:.3f} kimg (step {self.step})"
-                                   + (f"; final snapshot {path}" if path is not None else "")
-                                   + f". Resume with: ssgan train --resume {self.run_dir}")  # fmt: skip
-                        say(message)
-                        raise TrainingInterrupted(message, signal_number)
+                        if path is not None:
+                            say(f"snapshot {path.name}")
+                        results = self.evaluate()
+                        if results:
+                            say(f"metrics at {self.images_seen / 1000:.3f} kimg: {metrics_mod.format_results(results)}")
+                    tick_start_images, tick_start_time, sums, counts = self.images_seen, time.time(), {}, {}
+                signal_number = self._stop_signal(stop)
+                if signal_number and not done:
+                    path = self.save_snapshot()
+                    message = (f"interrupted by {signal.Signals(signal_number).name} at "
+                               f"{self.images_seen / 1000:.3f} kimg (step {self.step})"
+                               + (f"; final snapshot {path}" if path is not None else "")
+                               + f". Resume with: ssgan train --resume {self.run_dir}")  # fmt: skip
+                    say(message)
+                    raise TrainingInterrupted(message, signal_number)
             if self.rank == 0:
                 final = ssgan.save_checkpoint(self.run_dir / "network-final.safetensors", self.cfg, self.G_ema,
                                               self.G, self.D)  # fmt: skip
@@ -853,6 +853,7 @@ class Trainer:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
         finally:
+            stop.restore()
             if bar is not None:
                 bar.close()
             if log_file is not None:
