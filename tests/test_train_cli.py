@@ -85,6 +85,7 @@ def test_derive_keeps_the_config_consistent():
     assert demo.derive(size=128).render_channels == {16: 64, 32: 64, 64: 32, 128: 16}  # halved per doubling
     assert demo.derive(min_feat_size=4).render_channels == {8: 64, 16: 64, 32: 64, 64: 32}
     assert demo.derive(channel_base=16).disc_channels == {64: 16, 32: 16, 16: 16, 8: 16, 4: 16}
+    assert demo.derive(channel_multiplier=1).render_channels == {16: 512, 32: 512, 64: 256}  # StyleGAN2's table
     # new class names keep the transparent classes that are still there, by name
     assert celeba.derive(class_names=("background", "face", "hat", "glasses")).transparent == (3,)
     assert celeba.derive(class_names=("background", "face"), transparent=()).transparent == ()
