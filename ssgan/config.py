@@ -11,6 +11,13 @@ CELEBAMASK_CLASSES = (
 DEMO_CLASSES = ("background", "face", "eyes", "brows", "mouth", "hair", "neck")
 
 
+def default_class_names(count):
+    """Names for `count` classes given only by number: "background" (class 0, which has no depth), then class1, ..."""
+    if int(count) != count or count < 1:
+        raise ValueError(f"a class count must be a positive integer, got {count!r}")
+    return ("background",) + tuple(f"class{k}" for k in range(1, int(count)))
+
+
 def default_channels(size, channel_multiplier=2, base=512):
     """StyleGAN2's channel table from 4 up to `size`: {4..64: 512, 128: 256*cm/2, ...}."""
     table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier, 128: 128 * channel_multiplier,
@@ -98,11 +105,11 @@ class SSGConfig:
     @property
     def render_resolutions(self):
         """Output resolutions of the render-net blocks (the first RGB/seg output is at 2*min_feat_size)."""
-        return [2**i for i in range(int(math.log2(self.min_feat_size)) + 1, int(math.log2(self.size)) + 1)]
+        return _render_resolutions(self.size, self.min_feat_size)
 
     @property
     def disc_resolutions(self):
-        return [2**i for i in range(int(math.log2(self.size)), 1, -1)]
+        return _disc_resolutions(self.size)
 
     def class_index(self, name):
         """Index of a class given by name (or already an index)."""
@@ -111,6 +118,44 @@ class SSGConfig:
         if name not in self.class_names:
             raise KeyError(f"unknown class {name!r}; this model's classes are {', '.join(self.class_names)}")
         return self.class_names.index(name)
+
+    def derive(self, *, transparent=None, channel_base=None, **changes):
+        """A copy with `changes` (SSGConfig fields) applied and what depends on them kept consistent.
+
+        - New `class_names` carry the transparent classes over by name (those missing from the new list are
+          dropped), unless `transparent` is given: class names or indices, () for none.
+        - A new `size` or `min_feat_size` keeps the widths of the resolutions the old model had and continues
+          each table, halving the width per doubling of resolution (StyleGAN2's table above 32 px) or repeating
+          the lowest resolution's width below it.
+        - `channel_multiplier` or `channel_base` (the width of the 4-32 px layers, 512 in the original) rebuild
+          both tables from StyleGAN2's (`default_channels`). Tables given in `changes` are taken as they are.
+        Raises ValueError for unknown fields or an invalid result (see `validate`), KeyError for unknown class names.
+        """
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown SSGConfig fields: {sorted(unknown)}")
+        names = tuple(changes.get("class_names", self.class_names))
+        if transparent is None:
+            transparent = [self.class_names[t] for t in self.transparent if self.class_names[t] in names]
+        changes["transparent"] = tuple(_class_position(names, t) for t in transparent)
+        size = changes.get("size", self.size)
+        min_feat_size = changes.get("min_feat_size", self.min_feat_size)
+        rebuild = channel_base is not None or "channel_multiplier" in changes
+        for name, resolutions in (("render_channels", _render_resolutions(size, min_feat_size)),
+                                  ("disc_channels", _disc_resolutions(size))):  # fmt: skip
+            if name in changes:
+                continue
+            if rebuild:
+                table = default_channels(size, changes.get("channel_multiplier", self.channel_multiplier),
+                                         512 if channel_base is None else channel_base)  # fmt: skip
+            else:
+                table = dict(getattr(self, name))
+                for res in sorted(r for r in resolutions if r > max(table)):
+                    table[res] = max(1, table[res // 2] // 2)
+                for res in sorted((r for r in resolutions if r < min(table)), reverse=True):
+                    table[res] = table[res * 2]
+            changes[name] = {r: table[r] for r in resolutions if r in table}
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -125,6 +170,27 @@ class SSGConfig:
         if unknown:
             raise ValueError(f"unknown SSGConfig fields: {sorted(unknown)}")
         return cls(**data)
+
+
+def _render_resolutions(size, min_feat_size):
+    return [2**i for i in range(int(math.log2(min_feat_size)) + 1, int(math.log2(size)) + 1)]
+
+
+def _disc_resolutions(size):
+    return [2**i for i in range(int(math.log2(size)), 1, -1)]
+
+
+def _class_position(names, cls):
+    """Index of a class given by name or index (an int, or a string of digits) in `names`."""
+    if isinstance(cls, str) and cls.isdigit():
+        cls = int(cls)
+    if isinstance(cls, int):
+        if not 0 <= cls < len(names):
+            raise KeyError(f"class index {cls} is outside 0..{len(names) - 1} ({', '.join(names)})")
+        return cls
+    if cls not in names:
+        raise KeyError(f"unknown class {cls!r}; the classes are {', '.join(names)}")
+    return names.index(cls)
 
 
 PRESETS = {

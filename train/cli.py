@@ -5,7 +5,16 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ssgan.train.loop import PRECISIONS, RECIPES, TrainingDiverged, TrainOptions, is_builtin, resume_options, train
+from ssgan.train.loop import (
+    PRECISIONS,
+    RECIPES,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainOptions,
+    is_builtin,
+    resume_options,
+    train,
+)  # fmt: skip
 
 
 def _metric_list(text):
@@ -26,6 +35,34 @@ def register(sub):
     a("--data", help=f"dataset: builtin, builtin:N, hf:<id>, or a folder (default: {defaults.data})")
     a("--preset", choices=sorted(RECIPES), help=f"model preset (default: {defaults.preset})")
     a("--out", help=f"parent of the auto-numbered run directories (default: {defaults.out})")
+    shape = p.add_argument_group(
+        "model shape", "on top of the preset (or --config); left out, they keep its values. A resumed run keeps its "
+        "model. See also SSGConfig in ssgan/config.py.",
+    ).add_argument  # fmt: skip
+    shape("--config", metavar="JSON", help="SSGConfig fields (all or some) as JSON, or a run's training_options.json")
+    shape("--size", type=int, metavar="N", help="output resolution in pixels, a power of two (for data of another "
+          "size add --resize)")  # fmt: skip
+    shape("--classes", metavar="NAMES|K", help="comma-separated class names, class 0 first (background), or a "
+          "count; default: the names the data records, else the preset's")  # fmt: skip
+    shape("--transparent", metavar="NAMES", help="comma-separated names of the transparent classes (such as "
+          "glasses), or 'none'; default: the preset's that are among the classes")  # fmt: skip
+    shape("--style-dim", type=int, metavar="N", help="width of z, w and the style codes")
+    shape("--local-channel", type=int, metavar="N", help="width of each class's local generator")
+    shape("--local-layers", type=int, metavar="N", help="modulated layers per local generator")
+    shape("--depth-layers", type=int, metavar="N", help="local layers before the depth (shape) output; the rest "
+          "shape the texture")  # fmt: skip
+    shape("--coarse-channel", type=int, metavar="N", help="channels of the fused coarse feature map")
+    shape("--coarse-size", type=int, metavar="N", help="resolution of the coarse feature map and masks (a power "
+          "of two)")  # fmt: skip
+    shape("--min-feat-size", type=int, metavar="N", help="resolution the render net starts from (a power of two)")
+    shape("--channel-multiplier", type=int, metavar="N", help="StyleGAN2's channel multiplier of the render net "
+          "and D above 32 px (rebuilds their width tables)")  # fmt: skip
+    shape("--channel-base", type=int, metavar="N", help="width of the render net and D at 4-32 px (512 in the "
+          "original; the other widths scale with it)")  # fmt: skip
+    shape("--resize", action="store_true", help="resize (shorter side) and centre-crop images of another size; "
+          "without it they are an error")  # fmt: skip
+    a("--dry-run", action="store_true", help="print the resolved model, recipe and a data summary, then exit")
+    a("--no-progress", action="store_true", help="no progress bar (it is off anyway when stdout is not a terminal)")
     a("--kimg", type=float, help="training length in thousands of real images")
     a("--batch", type=int, help="batch per process (per GPU)")
     a("--lr", type=float, help="base learning rate (lazy-regularisation corrected per network)")
@@ -79,10 +116,14 @@ def run_train(args):
     given = {k: v for k, v in vars(args).items() if k in names}
     opts = resume_options(given["resume"], given) if given.get("resume") else TrainOptions(**given)
     try:
-        train(opts)
+        train(opts, progress=False if getattr(args, "no_progress", False) else None,
+              dry_run=getattr(args, "dry_run", False))  # fmt: skip
     except TrainingDiverged as e:
         print(f"ssgan train: {e}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as e:
+        print(f"ssgan train: {e}", file=sys.stderr)
+        return 128 + e.signal  # the shell's convention for a process ended by a signal
     return 0
 
 

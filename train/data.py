@@ -53,10 +53,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
     bad rows are dropped, counted in `.skipped`, and their reasons kept in `.skip_reasons`.
     hflip=True flips image and mask together with probability 1/2 (torch's RNG, so torch.manual_seed applies).
     `class_names` (a tuple of K names, or None when the data does not say) is kept as given.
+    resize=False refuses (DataError) an image that is not already size x size instead of resizing and cropping it.
     """
 
     def __init__(self, hf_dataset, size, num_classes, image_column="image", mask_column="mask", image_only=False,
-                 label_map=None, on_error="raise", hflip=False, allow_lossy_masks=False, class_names=None):  # fmt: skip
+                 label_map=None, on_error="raise", hflip=False, allow_lossy_masks=False, class_names=None,
+                 resize=True):  # fmt: skip
         if int(size) != size or size < 1:
             raise ValueError(f"SegmentationDataset: size must be a positive integer, got {size!r}")
         if int(num_classes) != num_classes or num_classes < 1:
@@ -69,6 +71,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 raise DataError(f"dataset has no column {column!r}; its columns are {hf_dataset.column_names}"
                                 + ("" if image_only else " (image_only=True reads images without masks)"))  # fmt: skip
         self.size, self.num_classes, self.image_only, self.hflip = int(size), int(num_classes), image_only, hflip
+        self.resize = resize
         self.image_column, self.mask_column = image_column, mask_column
         self.allow_lossy_masks = allow_lossy_masks
         self.class_names = tuple(class_names) if class_names is not None else None
@@ -113,6 +116,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
             problems += label_range_problems(labels, self.num_classes, _where(record[self.mask_column], row, "mask"))
         if problems:
             raise DataError(problems[0][1])
+        if not self.resize and image.size != (self.size, self.size):
+            raise DataError(f"{_where(record[self.image_column], row, 'image')}: image is {image.size[0]}x"
+                            f"{image.size[1]} but the model's size is {self.size}x{self.size} (resize=True, or "
+                            "`ssgan train --resize`, resizes and centre-crops it)")  # fmt: skip
         return image, labels
 
 

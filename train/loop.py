@@ -13,11 +13,14 @@ import copy
 import json
 import math
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +37,12 @@ from ssgan.train.snapshot import (
     restore_rng,
     save_snapshot,
     snapshot_name,
+    sniff_snapshot,
 )  # fmt: skip
 from torch import nn
 
 import ssgan
+from ssgan.config import default_class_names
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -53,6 +58,10 @@ RECIPES = {
 }  # fmt: skip
 RECIPES["celebamask-512"] = RECIPES["celebamask-256"]
 
+# Options that change the model's shape (SSGConfig fields of the same name), on top of the preset or --config.
+MODEL_WIDTHS = ("size", "style_dim", "local_channel", "local_layers", "depth_layers", "coarse_channel", "coarse_size",
+                "min_feat_size", "channel_multiplier")  # fmt: skip
+
 
 @dataclass
 class TrainOptions:
@@ -61,6 +70,22 @@ class TrainOptions:
     data: str = "builtin"
     preset: str = "demo"
     out: str = "runs"
+    # The model: the preset's config, then the fields of `config` (a JSON file of SSGConfig fields), then these
+    # (None keeps them; see model_config). classes: comma-separated names or a count; transparent: names or "none".
+    config: str | None = None
+    size: int | None = None
+    classes: str | None = None
+    transparent: str | None = None
+    style_dim: int | None = None
+    local_channel: int | None = None
+    local_layers: int | None = None
+    depth_layers: int | None = None
+    coarse_channel: int | None = None
+    coarse_size: int | None = None
+    min_feat_size: int | None = None
+    channel_multiplier: int | None = None
+    channel_base: int | None = None
+    resize: bool = False  # resize and centre-crop images of another size (else they are an error)
     kimg: float | None = None  # total length in thousands of real images shown to D
     batch: int | None = None  # per process (per GPU)
     lr: float | None = None
@@ -135,15 +160,86 @@ def resume_options(resume, given):
     of explicitly set fields), so `ssgan train --resume RUN --kimg 8` keeps the run's hyper-parameters.
     A model checkpoint (not a snapshot) has no options: `given` alone decides."""
     path = Path(resume)
-    try:
-        state = load_snapshot(latest_snapshot(path) if path.is_dir() else path)
-    except SnapshotError:
-        if path.is_dir():
-            raise
+    if path.is_dir():
+        state = load_snapshot(latest_snapshot(path))
+    elif path.is_file():
+        state = sniff_snapshot(path)
+    else:
+        raise FileNotFoundError(f"--resume {resume}: no such run directory or file")
+    if state is None:
         return TrainOptions(**given)
     saved = json.loads(state["options"])
     saved["metrics"] = tuple(saved["metrics"])
     return TrainOptions(**(saved | given | {"resume": str(resume)}))
+
+
+def _names(text):
+    """A comma-separated list (or a sequence) as a tuple of stripped names."""
+    items = text.split(",") if isinstance(text, str) else text
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def read_config_file(path):
+    """The SSGConfig fields in a JSON file: a config (SSGConfig.to_json, possibly only some fields) or a run's
+    training_options.json (its "config")."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--config {path}: cannot read a JSON model config: {e}") from None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data = data["config"]
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of SSGConfig fields, got {type(data).__name__}")
+    return data
+
+
+def model_config(opts, base=None, data_class_names=None, use_config_file=True):
+    """The model of a run: `base` (default: the preset's), then the fields of opts.config (a JSON file), then the
+    shape options (opts.size, opts.style_dim, ...), applied with SSGConfig.derive.
+
+    Class names come from opts.classes (names, or a count), else from the config file, else from the data
+    (`data_class_names`, the names a prepared dataset records), else from the base. A count that matches the
+    data's names takes them. A class count given both ways that differs from the data's raises ValueError
+    naming both. opts.transparent names the transparent classes ("none" for none); without it they carry over
+    by name from the base.
+    """
+    cfg = base if base is not None else ssgan.preset(opts.preset)
+    names_given = False
+    if use_config_file and opts.config:
+        fields_ = read_config_file(opts.config)
+        names_given = "class_names" in fields_
+        try:
+            cfg = cfg.derive(**fields_)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"--config {opts.config}: {e.args[0] if e.args else e}") from None
+    data_names = tuple(data_class_names) if data_class_names else None
+    classes = opts.classes
+    if isinstance(classes, str) and classes.strip().isdigit():
+        classes = int(classes)
+    if isinstance(classes, int):
+        count = classes
+        names = (data_names if data_names and len(data_names) == count
+                 else cfg.class_names if cfg.num_classes == count else default_class_names(count))  # fmt: skip
+        given = f"--classes {count}"
+    elif classes:
+        names = _names(classes)
+        count, given = len(names), f"--classes ({len(names)} names)"
+    elif names_given:
+        names, count, given = cfg.class_names, cfg.num_classes, f"--config {opts.config} ({cfg.num_classes} classes)"
+    else:
+        names, count, given = data_names or cfg.class_names, None, None
+    if data_names and count is not None and count != len(data_names):
+        raise ValueError(f"{given} disagrees with the data {opts.data}, which records {len(data_names)} classes "
+                         f"({', '.join(data_names)})")  # fmt: skip
+    changes = {name: getattr(opts, name) for name in MODEL_WIDTHS if getattr(opts, name) is not None}
+    if names != cfg.class_names:
+        changes["class_names"] = names
+    if opts.transparent is not None:
+        none = str(opts.transparent).strip().lower() in ("", "none")
+        changes["transparent"] = () if none else _names(opts.transparent)
+    if opts.channel_base is not None:
+        changes["channel_base"] = opts.channel_base
+    return cfg.derive(**changes) if changes else cfg
 
 
 def is_builtin(spec):
@@ -152,6 +248,39 @@ def is_builtin(spec):
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or Inf; the run stops and its last snapshot stays the last good state."""
+
+
+class StopRequest:
+    """Once installed (in the main thread) and until restored, SIGINT and SIGTERM are recorded in `.signal`
+    instead of stopping the process, so the loop can finish its step and snapshot; the handler then gives the
+    signal back its previous handler, so a second one acts at once (Ctrl-C twice abandons the step). A signal the
+    process ignores (a background job's SIGINT, nohup) stays ignored."""
+
+    def __init__(self):
+        self.signal, self._previous = None, {}
+
+    def install(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame):
+        self.signal = self.signal or number
+        signal.signal(number, self._previous.get(number) or signal.SIG_DFL)
+
+    def restore(self):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM stopped the run after a final snapshot; `signal` is the signal's number."""
+
+    def __init__(self, message, signal_number):
+        super().__init__(message)
+        self.signal = signal_number
 
 
 # --- the modules DDP wraps: one forward per optimiser step kind ---------------------------------
@@ -206,12 +335,19 @@ class ResumableSampler(torch.utils.data.Sampler):
                 position += 1
 
 
+def ignore_stop_signals(worker_id):
+    """DataLoader workers leave Ctrl-C and SIGTERM (sent to the whole process group) to the main process, which
+    finishes its step and snapshots; a worker stopped under it would fail that step."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(dataset, opts, rank, world_size, start):
     sampler = ResumableSampler(len(dataset), opts.seed, rank, world_size, start)
     return iter(torch.utils.data.DataLoader(
         dataset, batch_size=opts.batch, sampler=sampler, num_workers=opts.workers, drop_last=True,
         pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(opts.seed),
-        persistent_workers=opts.workers > 0,
+        persistent_workers=opts.workers > 0, worker_init_fn=ignore_stop_signals if opts.workers > 0 else None,
     ))  # fmt: skip
 
 
@@ -309,11 +445,27 @@ class Trainer:
 
         resume_state, resume_ckpt = self._read_resume(opts.resume)
         if resume_state is not None:
-            self.cfg = ssgan.SSGConfig.from_dict(json.loads(resume_state["config"]))
-        elif resume_ckpt is not None:
-            self.cfg = resume_ckpt.config
+            resumed = ssgan.SSGConfig.from_dict(json.loads(resume_state["config"]))
         else:
-            self.cfg = config or ssgan.preset(opts.preset)
+            resumed = resume_ckpt.config if resume_ckpt is not None else None
+        # The model before the data is known (the data is opened with its class count), then with the data's
+        # class names; a resumed run keeps its model, and options that would change it are an error.
+        self.cfg = resumed if resumed is not None else model_config(replace(opts, transparent=None), config)
+        if resumed is not None:
+            self._check_resumed_config(resumed)
+        self.dataset = dataset if dataset is not None else self._open_dataset()
+        data_names = getattr(self.dataset, "class_names", None)
+        if resumed is None:
+            cfg = model_config(opts, config, data_names)
+            reopen = dataset is None and cfg.num_classes != self.cfg.num_classes
+            self.cfg = cfg
+            if reopen:  # the data's names set the class count
+                self.dataset = self._open_dataset()
+        elif data_names and len(data_names) != resumed.num_classes:
+            raise ValueError(f"the resumed model has {resumed.num_classes} classes "
+                             f"({', '.join(resumed.class_names)}) but the data {opts.data} records "
+                             f"{len(data_names)} ({', '.join(data_names)})")  # fmt: skip
+        self._check_data()
         if opts.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter  # noqa: F401
@@ -352,7 +504,6 @@ class Trainer:
                 self.g_step = nn.parallel.DistributedDataParallel(self.g_step, **ddp)
                 self.d_step = nn.parallel.DistributedDataParallel(self.d_step, **ddp)
 
-        self.dataset = dataset if dataset is not None else self._open_dataset()
         self.global_batch = opts.batch * world_size
         self.ema_decay = 0.5 ** (self.global_batch / (1000 * opts.ema_kimg)) if opts.ema_kimg > 0 else 0.0
         self.grid_z = torch.randn(opts.grid, self.cfg.style_dim, generator=torch.Generator().manual_seed(opts.seed))
@@ -369,12 +520,14 @@ class Trainer:
             return load_snapshot(latest_snapshot(path)), None
         if not path.is_file():
             raise FileNotFoundError(f"--resume {resume}: no such run directory or file")
-        if path.suffix == ".pt":
-            try:
-                return load_snapshot(path), None
-            except SnapshotError:
-                pass  # not a snapshot: try it as an original SemanticStyleGAN checkpoint
-        return None, ssgan.load_checkpoint(path)
+        state = sniff_snapshot(path)
+        if state is not None:
+            return state, None
+        try:
+            return None, ssgan.load_checkpoint(path)
+        except ssgan.CheckpointError as e:
+            what = "is neither a training snapshot nor a model checkpoint"
+            raise SnapshotError(f"--resume {resume} {what}: {e}") from None
 
     def _load_checkpoint_weights(self, ckpt):
         """Start from a model checkpoint (ssgan or original .pt): weights only, fresh optimisers."""
@@ -431,7 +584,34 @@ class Trainer:
         from ssgan.train.data import open_dataset
 
         return open_dataset(self.opts.data, self.cfg.size, self.cfg.num_classes, image_only=self.opts.image_only,
-                            allow_lossy_masks=self.opts.allow_lossy_masks)  # every row checked here, before step 1
+                            allow_lossy_masks=self.opts.allow_lossy_masks,  # every row checked here, before step 1
+                            resize=self.opts.resize)  # fmt: skip
+
+    def _check_resumed_config(self, resumed):
+        """Shape options given with --resume must describe the resumed model (its config travels with it)."""
+        wanted = model_config(self.opts, resumed, use_config_file=False)
+        if wanted != resumed:
+            old, new = resumed.to_dict(), wanted.to_dict()
+            changed = [k for k in old if old[k] != new[k]]
+            derived = ("render_channels", "disc_channels")  # follow size and the channel options: name those
+            diff = ", ".join(f"{k} {old[k]} -> {new[k]}" for k in [k for k in changed if k not in derived] or changed)
+            raise ValueError(f"--resume {self.opts.resume} continues a model that the options would change ({diff}); "
+                             "a resumed run keeps its model: leave these options out, or start a new run")  # fmt: skip
+
+    def _check_data(self):
+        """Fail before the run starts, naming both numbers, when the data does not fit the model (row 0 is read,
+        which also applies the dataset's own checks, such as images of another size without --resize)."""
+        if len(self.dataset) == 0:
+            raise ValueError(f"the data {self.opts.data} has no rows")
+        item = self.dataset[0]
+        size, classes = self.cfg.size, self.cfg.num_classes
+        height, width = item["image"].shape[-2:]
+        if (height, width) != (size, size):
+            raise ValueError(f"the data {self.opts.data} has {width}x{height} images but the model's size is "
+                             f"{size} (--size); --resize resizes and centre-crops them")  # fmt: skip
+        if not self.opts.image_only and item["mask"].shape[0] != classes:
+            raise ValueError(f"the data {self.opts.data} has masks of {item['mask'].shape[0]} classes but the model "
+                             f"has {classes} ({', '.join(self.cfg.class_names)})")  # fmt: skip
 
     # --- one iteration --------------------------------------------------------------------------
     def _real_batch(self, loader):
@@ -465,13 +645,14 @@ class Trainer:
         self.d_opt.step()
         stats.update(d_loss=d_loss, real_score=real_logits.mean(), fake_score=fake_logits.mean())
 
-        # 2. lazy R1 on image and segmentation
+        # 2. lazy R1 on image and segmentation. Like the path-length pass below it runs in float32 under every
+        # --precision: the penalty is a squared gradient norm, and a bf16 forward would make the gradient it
+        # differentiates (and its own gradient) bf16 too. Lazy, so the cost is spread over d_reg_every steps.
         if self.step % opts.d_reg_every == 0 and (opts.r1_img > 0 or opts.r1_seg > 0):
-            image = real_image.detach().requires_grad_(True)
-            seg = None if real_seg is None else real_seg.detach().requires_grad_(True)
-            with self.autocast:
-                (logits,) = self.d_step((image, seg))
-            r1, r1_img, r1_seg = losses.r1_loss(logits.float(), image, seg, opts.r1_img, opts.r1_seg)
+            image = real_image.detach().float().requires_grad_(True)
+            seg = None if real_seg is None else real_seg.detach().float().requires_grad_(True)
+            (logits,) = self.d_step((image, seg))
+            r1, r1_img, r1_seg = losses.r1_loss(logits, image, seg, opts.r1_img, opts.r1_seg)
             self._check(r1=r1)
             self.d_opt.zero_grad(set_to_none=True)
             (r1 * opts.d_reg_every + 0 * logits.sum()).backward()  # 0*logits: every D parameter gets a gradient
@@ -498,11 +679,10 @@ class Trainer:
         self.g_opt.step()
         stats["g_loss"] = g_loss
 
-        # 4. lazy path-length regularisation (image only, w.r.t. the expanded latents)
+        # 4. lazy path-length regularisation (image only, w.r.t. the expanded latents), in float32 (see 2.)
         if opts.path_reg > 0 and self.step % opts.g_reg_every == 0:
             path_batch = max(1, B // opts.path_batch_shrink)
-            with self.autocast:
-                image, lengths = self.g_step(path_batch, outputs=("image", "path_lengths"))
+            image, lengths = self.g_step(path_batch, outputs=("image", "path_lengths"))
             penalty, self.mean_path_length, mean_length = losses.path_length_penalty(
                 lengths, self.mean_path_length, opts.path_decay
             )
@@ -579,14 +759,26 @@ class Trainer:
                 self.tb = SummaryWriter(str(self.run_dir))
 
     # --- the loop -------------------------------------------------------------------------------
-    def run(self):
-        """Train until opts.kimg; snapshot every `snap` ticks and at the end. Returns the run directory."""
+    def run(self, progress=False):
+        """Train until opts.kimg; snapshot every `snap` ticks and at the end. Returns the run directory.
+
+        progress: a tqdm bar on stdout (rank 0): kimg done / total, ETA, s/kimg and the latest losses.
+        SIGINT or SIGTERM (handled when run from the main thread) ends the run after the current step with a
+        final snapshot and raises TrainingInterrupted, whose message says how to resume; a second signal acts at
+        once. A run that fails before its first step removes its run directory.
+        """
         opts = self.opts
         self._setup_run_dir()
+        start_step = self.step
         log_file = open(self.run_dir / "log.txt", "a") if self.rank == 0 else None  # noqa: SIM115 (closed in finally)
+        bar = self._progress_bar() if progress and self.rank == 0 else None
 
         def say(line):
-            self.log(line)
+            if bar is not None:
+                with bar.external_write_mode(file=sys.stdout):
+                    self.log(line)
+            else:
+                self.log(line)
             if log_file is not None:
                 log_file.write(line + "\n")
                 log_file.flush()
@@ -595,10 +787,11 @@ class Trainer:
         tick_images = max(1, round(opts.tick_kimg * 1000))
         say(f"run {self.run_dir}: preset {opts.preset}, data {opts.data}, {self.world_size} process(es) on "
             f"{self.device}, batch {opts.batch}/process, {opts.kimg} kimg, start at {self.images_seen / 1000:.3f} kimg")
-        loader = make_loader(self.dataset, opts, self.rank, self.world_size, self.images_seen)
         tick, tick_start_images, tick_start_time, sums, counts = 0, self.images_seen, time.time(), {}, {}
         start_time = time.time()
+        stop = StopRequest().install()
         try:
+            loader = make_loader(self.dataset, opts, self.rank, self.world_size, self.images_seen)
             while self.images_seen < total_images:
                 real_image, real_seg = self._real_batch(loader)
                 try:
@@ -606,6 +799,10 @@ class Trainer:
                 except TrainingDiverged as e:
                     say(f"stopping: {e}. The last good snapshot stays in {self.run_dir} (or the resumed run).")
                     raise
+                if bar is not None:
+                    bar.set_postfix({k: f"{stats[k]:.3g}" for k in ("d_loss", "g_loss", "mask_loss") if k in stats},
+                                    refresh=False)  # fmt: skip
+                    bar.update(self.images_seen / 1000 - bar.n)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                     counts[k] = counts.get(k, 0) + 1
@@ -634,16 +831,72 @@ class Trainer:
                         if results:
                             say(f"metrics at {self.images_seen / 1000:.3f} kimg: {metrics_mod.format_results(results)}")
                     tick_start_images, tick_start_time, sums, counts = self.images_seen, time.time(), {}, {}
+                signal_number = self._stop_signal(stop)
+                if signal_number and not done:
+                    path = self.save_snapshot()
+                    message = (f"interrupted by {signal.Signals(signal_number).name} at "
+                               f"{self.images_seen / 1000:.3f} kimg (step {self.step})"
+                               + (f"; final snapshot {path}" if path is not None else "")
+                               + f". Resume with: ssgan train --resume {self.run_dir}")  # fmt: skip
+                    say(message)
+                    raise TrainingInterrupted(message, signal_number)
             if self.rank == 0:
                 final = ssgan.save_checkpoint(self.run_dir / "network-final.safetensors", self.cfg, self.G_ema,
                                               self.G, self.D)  # fmt: skip
                 say(f"done: {self.images_seen / 1000:.3f} kimg in {time.time() - start_time:.1f}s; model {final}")
+        except BaseException:
+            if self.rank == 0 and self.step == start_step:  # nothing trained: leave no empty run behind
+                if log_file is not None:
+                    log_file.close()
+                    log_file = None
+                if self.tb is not None:
+                    self.tb.close()
+                    self.tb = None
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         finally:
+            stop.restore()
+            if bar is not None:
+                bar.close()
             if log_file is not None:
                 log_file.close()
             if self.tb is not None:
                 self.tb.close()
         return self.run_dir
+
+    def _progress_bar(self):
+        from tqdm import tqdm
+
+        return tqdm(total=self.opts.kimg, initial=self.images_seen / 1000, unit="kimg", file=sys.stdout,
+                    dynamic_ncols=True, bar_format="{percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} kimg "
+                    "[{elapsed}<{remaining}, {rate_inv_fmt}{postfix}]")  # fmt: skip
+
+    def _stop_signal(self, stop):
+        """The number of the stop signal any rank received (0: none), agreed on by all ranks."""
+        number = stop.signal or 0
+        if self.distributed:
+            flag = torch.tensor([number], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            number = int(flag.item())
+        return number
+
+    def describe(self):
+        """The resolved model, recipe and a data summary (what --dry-run prints)."""
+        cfg, opts = self.cfg, self.opts
+        data_names = getattr(self.dataset, "class_names", None)
+        transparent = ", ".join(cfg.class_names[t] for t in cfg.transparent) or "none"
+        params = {name: sum(p.numel() for p in module.parameters()) for name, module in (("G", self.G), ("D", self.D))}
+        data = (f"data {opts.data}: {len(self.dataset)} rows, {cfg.size}x{cfg.size}"
+                + (" (resized and centre-cropped)" if opts.resize else "")
+                + (", images only" if opts.image_only else f", {cfg.num_classes} classes")
+                + (f", class names recorded: {', '.join(data_names)}" if data_names
+                   else ", no class names recorded"))  # fmt: skip
+        lines = [f"model: {cfg.size}x{cfg.size}, {cfg.num_classes} classes ({', '.join(cfg.class_names)}), "
+                 f"transparent: {transparent}; G {params['G']:,} parameters, D {params['D']:,}",
+                 f"model config: {json.dumps(cfg.to_dict())}", f"recipe: {json.dumps(asdict(opts))}", data]  # fmt: skip
+        if self.resumed_from:
+            lines.append(f"resumes {self.resumed_from} at step {self.step} ({self.images_seen / 1000:.3f} kimg)")
+        return "\n".join(lines)
 
     def _reduce(self, means):
         """Average tick statistics over the ranks."""
@@ -655,10 +908,14 @@ class Trainer:
         return dict(zip(keys, (t / self.world_size).tolist()))
 
 
-def train(opts: TrainOptions, dataset=None, device=None, config=None, log=print):
+def train(opts: TrainOptions, dataset=None, device=None, config=None, log=print, progress=None, dry_run=False):
     """Train in this process, or in each process of a torchrun job (WORLD_SIZE > 1, or an initialised
     process group). `dataset` and `config` replace the ones named by opts.data and opts.preset (tests use
-    tiny ones). Returns the run directory."""
+    tiny ones; opts' shape options still apply on top of `config`). Returns the run directory.
+
+    progress: a tqdm bar on stdout; None shows it when stdout is a terminal. dry_run: log the resolved model,
+    recipe and data summary (`Trainer.describe`) and return None without creating a run directory.
+    Raises TrainingDiverged on a non-finite loss and TrainingInterrupted after SIGINT/SIGTERM (see Trainer.run)."""
     world_size, rank = 1, 0
     if dist.is_available() and (dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) > 1):
         if not dist.is_initialized():
@@ -670,4 +927,7 @@ def train(opts: TrainOptions, dataset=None, device=None, config=None, log=print)
             torch.cuda.set_device(local_rank)
             device = f"cuda:{local_rank}"
     trainer = Trainer(opts, rank=rank, world_size=world_size, device=device, dataset=dataset, config=config, log=log)
-    return trainer.run()
+    if dry_run:
+        trainer.log(trainer.describe())
+        return None
+    return trainer.run(progress=sys.stdout.isatty() if progress is None else progress)

@@ -90,6 +90,27 @@ def load_snapshot(path):
     return state
 
 
+def sniff_snapshot(path):
+    """The training snapshot in file `path`, recognised by its content whatever the file is called (a renamed
+    `my_model.pth` works); None when the file holds something else, such as a model checkpoint.
+
+    Snapshots are torch zip archives; one is memory-mapped first, so that telling a large original checkpoint
+    apart costs no read of its tensors, then read in full by `load_snapshot`.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return None
+    try:
+        peek = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 (not loadable as plain tensors and containers, so not a snapshot)
+        return None
+    if not isinstance(peek, dict) or peek.get("format") != "ssgan-snapshot":
+        return None
+    del peek
+    return load_snapshot(path)
+
+
 def list_snapshots(run_dir):
     """Snapshots of a run directory, oldest first."""
     run_dir = Path(run_dir)
