@@ -57,14 +57,11 @@ def unwrap_model(module):
 
 
 def strip_wrapper_prefixes(state, what="state dict"):
-    """State-dict keys without the names wrappers add (`module.` leading, `_orig_mod.` and FSDP's anywhere), so a
-    model saved while wrapped loads into the bare model. Raises CheckpointError if two keys become one."""
+    """State-dict keys without the names wrappers add (`module.`, `_orig_mod.`, FSDP's), so a model saved while wrapped
+    loads into the bare model. Raises CheckpointError if two keys become one."""
     out = {}
     for key, t in state.items():
-        parts = key.split(".")
-        while len(parts) > 1 and parts[0] == "module":
-            parts.pop(0)
-        bare = ".".join(p for p in parts if p not in WRAPPER_SEGMENTS[1:])
+        bare = ".".join(p for p in key.split(".") if p not in WRAPPER_SEGMENTS)  # no model of ours has such names
         if bare in out:
             raise CheckpointError(f"{what}: two tensors are named {bare!r} once wrapper prefixes are removed")
         out[bare] = t

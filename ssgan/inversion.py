@@ -173,7 +173,7 @@ def invert(G, images, mode="w+", steps=400, lr=0.1, loss=None, w_reg=1.0, noise_
     if init is None:
         start = w_avg.expand(B, -1) if mode == "w" else as_w_plus(cfg, w_avg).expand(B, -1, -1)
     else:
-        start, _ = batched(cfg, init.to(device), ("w",) if mode == "w" else ("w", "w+"), B, "init")
+        start, _ = batched(cfg, init.to(device), ("w",) if mode == "w" else ("w", "w+"), B, "init latent")
         start = as_w_plus(cfg, start) if mode == "w+" else start
         if start.shape[0] != B:
             raise ValueError(f"init must hold {B} latents of the {mode} space, got {tuple(init.shape)}")

@@ -8,7 +8,9 @@ latent spaces; a batch of B codes is
 ssgan writes every latent with its batch dimension. A single code may come without it ([D], [N, D],
 [K*L, D]); it is then read as one code and a note says so. An array that fits two readings (a [N, D] array
 is one W+ code or N W codes) is read as the single code unless it has to pair with N other latents, where
-both readings give N results: then it is refused with both readings named.
+both readings give N results: then it is refused with both readings named. In a model whose W+ and expanded
+spaces have the same number of slots (K(L-2) = base_layers), such an array is W+; pass expanded latents to
+`Generator.synthesis` there.
 """
 import warnings
 from dataclasses import dataclass
@@ -95,6 +97,8 @@ def read_latent(cfg: SSGConfig, w, forms=("w", "w+"), pair_with=None, what="late
     w = torch.as_tensor(w)
     shape = tuple(w.shape)
     readings = _readings(cfg, shape, forms)
+    if cfg.n_latent == cfg.n_latent_expand:  # K(L-2) = base_layers: the two spaces look alike, W+ is meant
+        readings = [r for r in readings if r[0] != "expanded" or ("w+", r[1], r[2]) not in readings]
     if pair_with is not None and pair_with > 1:
         readings = [r for r in readings if r[1] in (1, pair_with)]
     if len(readings) > 1 and (pair_with is None or pair_with == 1):
@@ -106,8 +110,6 @@ def read_latent(cfg: SSGConfig, w, forms=("w", "w+"), pair_with=None, what="late
         both = " or ".join(f"{b} {NAMES[f]} code{'s' * (b != 1)}" for f, b, _ in readings)
         paired = f" that pairs with {pair_with} latents" if pair_with is not None and pair_with > 1 else ""
         fix = "; write " + " or ".join(_explicit(cfg, f, b) for f, b, _ in readings)
-        if cfg.n_latent == cfg.n_latent_expand and {"w+", "expanded"} <= {f for f, _, _ in readings}:
-            fix = f"; this model's W+ and expanded spaces both have {cfg.n_latent} slots: pass W+ through G.expand"
         raise ValueError(f"{what} of shape {shape}{paired} is ambiguous: {both}{fix}")
     if not readings:
         expected = " or ".join(_describe(cfg, f) for f in forms)
@@ -119,12 +121,12 @@ def read_latent(cfg: SSGConfig, w, forms=("w", "w+"), pair_with=None, what="late
             f"{what} must be {expected} for this model (B may be left out for one code), got {shape}"
             f"{_why_not(cfg, shape)}"
         )
-    form, batch, batched = readings[0]
+    form, batch, has_batch = readings[0]
     if single and batch != 1:
         raise ValueError(f"{what} must be one code, {_describe(cfg, form, 1)} or without the batch dimension; "
                          f"got {batch} codes, shape {shape}")  # fmt: skip
     note = None
-    if not batched:
+    if not has_batch:
         note = f"{what} of shape {shape} read as one {NAMES[form]} code {_describe(cfg, form, 1)}"
         if len(_readings(cfg, shape, forms)) > 1:
             note += f"; write {shape[0]} W codes as [{shape[0]}, 1, {cfg.style_dim}]"
