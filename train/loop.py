@@ -357,11 +357,10 @@ class Trainer:
             return load_snapshot(latest_snapshot(path)), None
         if not path.is_file():
             raise FileNotFoundError(f"--resume {resume}: no such run directory or file")
-        if path.suffix == ".pt":
-            try:
-                return load_snapshot(path), None
-            except SnapshotError:
-                pass  # not a snapshot: try it as an original SemanticStyleGAN checkpoint
+        try:  # a snapshot is told by its content, whatever its name (a renamed one still resumes exactly)
+            return load_snapshot(path), None
+        except SnapshotError:
+            pass  # not a snapshot: a model checkpoint (ssgan, or an original SemanticStyleGAN .pt)
         return None, ssgan.load_checkpoint(path)
 
     def _load_checkpoint_weights(self, ckpt):
