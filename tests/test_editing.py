@@ -246,7 +246,7 @@ def test_cli_edit_mix_and_direction(tmp_path, capsys):
     assert "no locality report" in capsys.readouterr().out
     assert main(["edit", "--ckpt", ckpt(), "--latent", str(tmp_path / "w.npy"), "--direction",
                  str(tmp_path / "dir.npy"), "--regions", "class_1", "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
-    expected = "w.npy must be W [B, 64] or W+ [B, 14, 64] for this model (B may be left out for one code), got (2, 13, 64)"
+    expected = "w.npy must be W [B, 64] or W+ [B, 14, 64] for this model (B may be left out for one code), got (2, 13"
     assert expected in capsys.readouterr().err
 
 

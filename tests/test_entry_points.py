@@ -1,8 +1,10 @@
 """What people hand the entry points (issue #11): models of every kind and name, wrapped models, latents of every
 shape, any class count, seed lists; and no partial output for an error that could be found before writing."""
+
 import argparse
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from ssgan.config import SSGConfig
 from ssgan.latents import LatentShapeNote, read_latent
 
 from conftest import shared_path
+
 
 def original():
     torch.serialization.add_safe_globals([argparse.Namespace])
@@ -98,7 +101,8 @@ def test_wrapped_submodules_and_a_genuinely_missing_tensor(tmp_path):
 
 
 def test_saving_a_wrapped_model_writes_bare_names(tiny, tmp_path):
-    for wrapped in (torch.nn.DataParallel(tiny.g_ema), Compiled(tiny.g_ema), torch.nn.DataParallel(Compiled(tiny.g_ema))):
+    g = tiny.g_ema
+    for wrapped in (torch.nn.DataParallel(g), Compiled(g), torch.nn.DataParallel(Compiled(g))):
         assert unwrap_model(wrapped) is tiny.g_ema
         path = ssgan.save_checkpoint(tmp_path / "m.safetensors", TINY, wrapped, d=torch.nn.DataParallel(tiny.d))
         assert not [k for k in load_file(path) if "module." in k or "_orig_mod" in k]
@@ -179,8 +183,8 @@ def test_every_command_takes_every_model_name(models, tmp_path, command, capsys)
         x = torch.randn(8, TINY.n_latent, TINY.style_dim)
         E.save_latents(tmp_path / "lat.npy", x)
         np.savetxt(tmp_path / "labels.txt", (x[:, 0, 0] > 0).int().numpy(), fmt="%d")
-        argv = argv + ["--ckpt", model, "--latents", str(tmp_path / "lat.npy"), "--labels", str(tmp_path / "labels.txt"),
-                       "--out", str(tmp_path / "d.npy")]  # fmt: skip
+        argv = argv + ["--ckpt", model, "--latents", str(tmp_path / "lat.npy"), "--labels",
+                       str(tmp_path / "labels.txt"), "--out", str(tmp_path / "d.npy")]  # fmt: skip
     elif command == "train-encoder":
         argv = argv + ["--ckpt", model, "--out", str(tmp_path / "enc.safetensors")]
     else:
@@ -317,14 +321,13 @@ def test_generate_with_21_classes(tmp_path):
 
 
 def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
-    with pytest.raises(RuntimeError):
-        with E.atomic_path(tmp_path / "a.png") as tmp:
-            tmp.write_bytes(b"half a file")
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError), E.atomic_path(tmp_path / "a.png") as tmp:
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("disk full")
     assert list(tmp_path.iterdir()) == []
 
     def broken_save(self, fp, *args, **kwargs):
-        open(fp, "wb").write(b"\x89PNG half")
+        Path(fp).write_bytes(b"\x89PNG half")
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
@@ -364,7 +367,8 @@ def test_parse_seeds():
     ("3-", "not a seed"), (str(2**64), "above the largest seed"),
 ])  # fmt: skip
 def test_bad_seed_lists_have_one_message(text, reason):
-    with pytest.raises(ValueError, match=rf"^bad seed list '{text}': .*{reason}.*; write seeds and ranges like 0,3,10-12$"):
+    message = rf"^bad seed list '{text}': .*{reason}.*; write seeds and ranges like 0,3,10-12$"
+    with pytest.raises(ValueError, match=message):
         E.parse_seeds(text)
 
 

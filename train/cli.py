@@ -3,7 +3,6 @@ import argparse
 import json
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 from ssgan.train.loop import PRECISIONS, RECIPES, TrainingDiverged, TrainOptions, is_builtin, resume_options, train
 
