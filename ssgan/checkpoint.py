@@ -278,7 +278,7 @@ def _state_dict(data, key, path):
 def _from_original(path, data):
     g_ema, g, d = (_state_dict(data, key, path) for key in ("g_ema", "g", "d"))
     if g_ema is None:
-        raise CheckpointError(f"{path}: its 'g_ema' is empty")
+        raise CheckpointError(f"{path}: 'g_ema' holds no state dict")
     cfg = config_from_original(g_ema, d, data.get("args"))
     ckpt = Checkpoint(config=cfg, g_ema=_load_into(Generator(cfg), convert_generator(g_ema, cfg), "g_ema"))
     if g is not None:
@@ -333,7 +333,11 @@ def save_checkpoint(path, config: SSGConfig, g_ema, g=None, d=None):
     tensors = {}
     for name, module in (("g", g), ("g_ema", g_ema), ("d", d)):
         if module is not None:
-            state = strip_wrapper_prefixes(unwrap_model(module).state_dict(), name)  # never write wrapper names
+            module = unwrap_model(module)
+            kind = Discriminator if name == "d" else Generator
+            if not isinstance(module, kind):
+                raise TypeError(f"save_checkpoint: {name} must be a {kind.__name__}, got a {type(module).__name__}")
+            state = strip_wrapper_prefixes(module.state_dict(), name)  # never write wrapper names
             for key, t in state.items():
                 tensors[f"{name}.{key}"] = t.detach().to("cpu").contiguous()
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()}

@@ -10,11 +10,10 @@ import torch
 from ssgan import editing as E
 from ssgan.editing import SEEDS_HELP
 from ssgan.latents import known_batch, read_latent
-from ssgan.model_cli import MODEL_HELP
+from ssgan.model_cli import MODEL_HELP, load_model
+
 
 def _model(args):
-    from ssgan.model_cli import load_model
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return load_model(args.ckpt).g_ema.to(device).eval().requires_grad_(False)
 

@@ -108,6 +108,8 @@ def test_saving_a_wrapped_model_writes_bare_names(tiny, tmp_path):
         assert not [k for k in load_file(path) if "module." in k or "_orig_mod" in k]
         again = ssgan.load_checkpoint(path)
         assert same_weights(again.g_ema, tiny.g_ema) and same_weights(again.d, tiny.d)
+    with pytest.raises(TypeError, match="d must be a Discriminator, got a Sequential"):
+        ssgan.save_checkpoint(tmp_path / "m.safetensors", TINY, g, d=torch.nn.DataParallel(torch.nn.Sequential(tiny.d)))
 
 
 def test_ssgan_files_and_snapshots_with_wrapper_names_load(tiny, tmp_path):
