@@ -387,6 +387,10 @@ def _load_own(path):
     return ckpt
 
 
+def _is_run(folder):
+    return (folder / FINAL_MODEL).is_file() or any(SNAPSHOT_FILE.fullmatch(p.name) for p in folder.iterdir())
+
+
 def resolve_model_path(path):
     """The file a model path names: a file itself; a training run directory's final model, or else its newest
     snapshot. Raises CheckpointError when there is no such file."""
@@ -398,8 +402,10 @@ def resolve_model_path(path):
         snapshots = [(int(m.group(1)), p) for p in path.iterdir() if (m := SNAPSHOT_FILE.fullmatch(p.name))]
         if snapshots:
             return max(snapshots)[1]
+        runs = sorted(p.name for p in path.iterdir() if p.is_dir() and _is_run(p))
+        hint = f"; it holds the runs {', '.join(runs[-8:])}: name one of them" if runs else ""
         raise CheckpointError(f"{path} is a folder but not a training run: it holds no {FINAL_MODEL} and no "
-                              "snapshot-*.pt")  # fmt: skip
+                              f"snapshot-*.pt{hint}")  # fmt: skip
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     return path

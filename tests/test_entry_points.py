@@ -146,6 +146,8 @@ def test_every_name_of_a_model_loads(models, tiny, official_small, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="empty is a folder but not a training run"):
         ssgan.load_checkpoint(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="it holds the runs finished: name one of them"):
+        ssgan.load_checkpoint(tmp_path)  # the parent of run directories
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"neither .* nor an ssgan training snapshot.*'weights'"):
         ssgan.load_checkpoint(tmp_path / "other.pt")
