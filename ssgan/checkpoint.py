@@ -22,6 +22,13 @@ from ssgan.layers import BLUR_TAPS
 FORMAT = "ssgan"
 FORMAT_VERSION = "1"
 MODULES = ("g", "g_ema", "d")
+SNAPSHOT_FORMAT = "ssgan-snapshot"  # the "format" entry of a training snapshot (ssgan.train.loop.Trainer.state_dict)
+FINAL_MODEL = "network-final.safetensors"  # what a finished training run leaves in its directory
+SNAPSHOT_FILE = re.compile(r"snapshot-(\d+)\.pt")
+# Names that wrappers put into state-dict keys: DataParallel and DistributedDataParallel hold the model as
+# `.module`, torch.compile as `._orig_mod`, FSDP and activation checkpointing as `._fsdp_wrapped_module` and
+# `._checkpoint_wrapped_module` (any of them may wrap a submodule, so they may sit anywhere in a key).
+WRAPPER_SEGMENTS = ("module", "_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
 
 
 class CheckpointError(ValueError):
@@ -34,6 +41,31 @@ class Checkpoint:
     g_ema: Generator
     g: Generator | None = None
     d: Discriminator | None = None
+    source: Path | None = None  # the file read (for a run directory: its final model or newest snapshot)
+
+
+# --- wrapped models -----------------------------------------------------------------------------
+def unwrap_model(module):
+    """The model inside DataParallel / DistributedDataParallel / torch.compile wrappers, nested in any order."""
+    while True:
+        if isinstance(module, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+            module = module.module
+        elif isinstance(getattr(module, "_orig_mod", None), torch.nn.Module):  # torch.compile's OptimizedModule
+            module = module._orig_mod
+        else:
+            return module
+
+
+def strip_wrapper_prefixes(state, what="state dict"):
+    """State-dict keys without the names wrappers add (`module.`, `_orig_mod.`, FSDP's), so a model saved while wrapped
+    loads into the bare model. Raises CheckpointError if two keys become one."""
+    out = {}
+    for key, t in state.items():
+        bare = ".".join(p for p in key.split(".") if p not in WRAPPER_SEGMENTS)  # no model of ours has such names
+        if bare in out:
+            raise CheckpointError(f"{what}: two tensors are named {bare!r} once wrapper prefixes are removed")
+        out[bare] = t
+    return out
 
 
 # --- the original format ------------------------------------------------------------------------
@@ -225,27 +257,72 @@ def _load_into(module, state, what):
     return module
 
 
-def _read_original(path):
+def _read_torch(path):
     torch.serialization.add_safe_globals([argparse.Namespace])
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupt, or a pickle that needs more than tensors
         raise CheckpointError(f"cannot read {path} as a checkpoint: {type(e).__name__}: {e}") from None
-    if not isinstance(data, dict) or "g_ema" not in data:
-        raise CheckpointError(f"{path} is not a SemanticStyleGAN checkpoint (no 'g_ema' state dict)")
     return data
+
+
+def _state_dict(data, key, path):
+    """data[key] as a state dict without wrapper prefixes; None when absent."""
+    if data.get(key) is None:
+        return None
+    if not isinstance(data[key], dict):
+        raise CheckpointError(f"{path}: {key!r} is a {type(data[key]).__name__}, not a state dict")
+    return strip_wrapper_prefixes(data[key], f"{path}: {key}")
+
+
+def _from_original(path, data):
+    g_ema, g, d = (_state_dict(data, key, path) for key in ("g_ema", "g", "d"))
+    if g_ema is None:
+        raise CheckpointError(f"{path}: 'g_ema' holds no state dict")
+    cfg = config_from_original(g_ema, d, data.get("args"))
+    ckpt = Checkpoint(config=cfg, g_ema=_load_into(Generator(cfg), convert_generator(g_ema, cfg), "g_ema"))
+    if g is not None:
+        ckpt.g = _load_into(Generator(cfg), convert_generator(g, cfg, "g"), "g")
+    if d is not None:
+        ckpt.d = _load_into(Discriminator(cfg), convert_discriminator(d, cfg), "d")
+    return ckpt
+
+
+def _from_snapshot(path, state):
+    """A training snapshot (the dict of ssgan.train.loop.Trainer.state_dict): its config and G_ema, G, D."""
+    try:
+        cfg = SSGConfig.from_dict(json.loads(state["config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: training snapshot without a usable model configuration ({e})") from None
+    g_ema, g, d = (_state_dict(state, key, path) for key in ("G_ema", "G", "D"))
+    if g_ema is None:
+        raise CheckpointError(f"{path}: training snapshot without 'G_ema'")
+    ckpt = Checkpoint(config=cfg, g_ema=_load_into(Generator(cfg), g_ema, f"{path}: G_ema"))
+    if g is not None:
+        ckpt.g = _load_into(Generator(cfg), g, f"{path}: G")
+    if d is not None:
+        ckpt.d = _load_into(Discriminator(cfg), d, f"{path}: D")
+    return ckpt
+
+
+def _from_torch_file(path):
+    """An original SemanticStyleGAN .pt or an ssgan training snapshot, told apart by content, never by name."""
+    data = _read_torch(path)
+    if isinstance(data, dict) and data.get("format") == SNAPSHOT_FORMAT:
+        return _from_snapshot(path, data)
+    if isinstance(data, dict) and "g_ema" in data:
+        return _from_original(path, data)
+    found = f"a dict with keys {sorted(map(str, data))[:8]}" if isinstance(data, dict) else type(data).__name__
+    raise CheckpointError(f"{path} is neither a SemanticStyleGAN checkpoint (a dict with a 'g_ema' state dict) "
+                          f"nor an ssgan training snapshot; it holds {found}")  # fmt: skip
 
 
 def load_original(path):
     """Read an original SemanticStyleGAN `.pt` checkpoint into ssgan modules."""
-    data = _read_original(path)
-    cfg = config_from_original(data["g_ema"], data.get("d"), data.get("args"))
-    ckpt = Checkpoint(config=cfg, g_ema=_load_into(Generator(cfg), convert_generator(data["g_ema"], cfg), "g_ema"))
-    if "g" in data:
-        ckpt.g = _load_into(Generator(cfg), convert_generator(data["g"], cfg, "g"), "g")
-    if "d" in data:
-        ckpt.d = _load_into(Discriminator(cfg), convert_discriminator(data["d"], cfg), "d")
-    return ckpt
+    data = _read_torch(path)
+    if not isinstance(data, dict) or "g_ema" not in data:
+        raise CheckpointError(f"{path} is not a SemanticStyleGAN checkpoint (no 'g_ema' state dict)")
+    return _from_original(path, data)
 
 
 # --- ssgan's own format -------------------------------------------------------------------------
@@ -256,7 +333,12 @@ def save_checkpoint(path, config: SSGConfig, g_ema, g=None, d=None):
     tensors = {}
     for name, module in (("g", g), ("g_ema", g_ema), ("d", d)):
         if module is not None:
-            for key, t in module.state_dict().items():
+            module = unwrap_model(module)
+            kind = Discriminator if name == "d" else Generator
+            if not isinstance(module, kind):
+                raise TypeError(f"save_checkpoint: {name} must be a {kind.__name__}, got a {type(module).__name__}")
+            state = strip_wrapper_prefixes(module.state_dict(), name)  # never write wrapper names
+            for key, t in state.items():
                 tensors[f"{name}.{key}"] = t.detach().to("cpu").contiguous()
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()}
     path = Path(path)
@@ -296,6 +378,7 @@ def _load_own(path):
         parts[name][rest] = t
     if not parts["g_ema"]:
         raise CheckpointError(f"{path}: no g_ema tensors")
+    parts = {name: strip_wrapper_prefixes(part, f"{path}: {name}") for name, part in parts.items()}
     ckpt = Checkpoint(config=cfg, g_ema=_load_into(Generator(cfg), parts["g_ema"], "g_ema"))
     if parts["g"]:
         ckpt.g = _load_into(Generator(cfg), parts["g"], "g")
@@ -304,13 +387,42 @@ def _load_own(path):
     return ckpt
 
 
-def load_checkpoint(path):
-    """Load an ssgan checkpoint or an original SemanticStyleGAN `.pt` checkpoint (detected by content)."""
+def _is_run(folder):
+    return (folder / FINAL_MODEL).is_file() or any(SNAPSHOT_FILE.fullmatch(p.name) for p in folder.iterdir())
+
+
+def resolve_model_path(path):
+    """The file a model path names: a file itself; a training run directory's final model, or else its newest
+    snapshot. Raises CheckpointError when there is no such file."""
     path = Path(path)
+    if path.is_dir():
+        final = path / FINAL_MODEL
+        if final.is_file():
+            return final
+        snapshots = [(int(m.group(1)), p) for p in path.iterdir() if (m := SNAPSHOT_FILE.fullmatch(p.name))]
+        if snapshots:
+            return max(snapshots)[1]
+        runs = sorted(p.name for p in path.iterdir() if p.is_dir() and _is_run(p))
+        hint = f"; it holds the runs {', '.join(runs[-8:])}: name one of them" if runs else ""
+        raise CheckpointError(f"{path} is a folder but not a training run: it holds no {FINAL_MODEL} and no "
+                              f"snapshot-*.pt{hint}")  # fmt: skip
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    return path
+
+
+def load_checkpoint(path):
+    """Load a model from any of the ways ssgan names one, told apart by content (never by file name):
+    an ssgan checkpoint (.safetensors), an original SemanticStyleGAN `.pt`, a training snapshot, or a training
+    run directory (its final model, or else its newest snapshot). Keys of models saved inside DataParallel,
+    DistributedDataParallel or torch.compile wrappers load as those of the bare model.
+    Raises CheckpointError naming the file and the problem."""
+    path = resolve_model_path(path)
     with open(path, "rb") as f:
         head = f.read(16)
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip or legacy pickle
-        return load_original(path)
-    return _load_own(path)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch zip or legacy pickle
+        ckpt = _from_torch_file(path)
+    else:
+        ckpt = _load_own(path)
+    ckpt.source = path
+    return ckpt

@@ -6,8 +6,13 @@ Every tool names regions by class name. A region spec is "hair" (its shape and t
 combines several. W+ slots: 0..base_layers-1 are the base codes, base_layers+2k the shape code of
 class k and base_layers+2k+1 its texture code.
 """
+import colorsys
+import os
+import re
+import secrets
 import shutil
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 
 from ssgan.config import SSGConfig
+from ssgan.latents import batched, known_batch, read_latent
 
 PARTS = ("shape", "texture")
 BASE = "base"
@@ -65,14 +71,48 @@ def slot_mask(cfg: SSGConfig, spec, device=None):
 # --- latents --------------------------------------------------------------------------------------
 
 
-def as_w_plus(cfg: SSGConfig, w):
-    """W [B, D] or W+ [B, 2+2K, D] -> W+ [B, 2+2K, D]."""
-    N, D = cfg.n_latent, cfg.style_dim
-    if w.ndim == 2 and w.shape[1] == D:
-        return w[:, None, :].expand(-1, N, -1)
-    if w.ndim == 3 and w.shape[1:] == (N, D):
-        return w
-    raise ValueError(f"latent must be W [B, {D}] or W+ [B, {N}, {D}] for this model, got {tuple(w.shape)}")
+def as_w_plus(cfg: SSGConfig, w, pair_with=None, what="latent"):
+    """W [B, D] or W+ [B, 2+2K, D] (one code may come without B; see `ssgan.latents`) -> W+ [B, 2+2K, D].
+
+    pair_with: the batch size the latents must pair with, which decides an ambiguous [2+2K, D] array.
+    Raises ValueError naming the expected and the given shape."""
+    w, form = batched(cfg, w, ("w", "w+"), pair_with, what)
+    return w[:, None, :].expand(-1, cfg.n_latent, -1) if form == "w" else w
+
+
+SEEDS_HELP = "seeds and ranges like 0,3,10-12 (z ~ N(0, I) from torch.Generator(seed))"
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes any int64 >= 0
+MAX_SEEDS = 100_000  # seeds in one list: beyond this a typo ("0-1000000") would run for days
+
+
+def parse_seeds(text):
+    """A seed list like "0,3,10-12" -> [0, 3, 10, 11, 12], in the order given (repeats kept: they pair up).
+
+    Every item is a seed or an inclusive range low-high with 0 <= low <= high <= MAX_SEED; at most MAX_SEEDS in all.
+    Raises ValueError naming the list and the bad item (the one message of every command taking seeds)."""
+    def bad(reason):
+        return ValueError(f"bad seed list {text!r}: {reason}; write seeds and ranges like 0,3,10-12")
+
+    seeds, total = [], 0
+    for item in str(text).split(","):
+        m = re.fullmatch(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", item)
+        if not m:
+            if not item.strip():
+                raise bad("empty item")
+            compact = re.sub(r"\s", "", item)
+            if re.fullmatch(r"-[0-9]+(--?[0-9]+)?|[0-9]+--[0-9]+", compact):
+                raise bad(f"{item.strip()!r} has a negative seed; seeds are 0 or more")
+            raise bad(f"{item.strip()!r} is not a seed or a range")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise bad(f"range {item.strip()!r} runs backwards (did you mean {hi}-{lo}?)")
+        if hi > MAX_SEED:
+            raise bad(f"{hi} is above the largest seed {MAX_SEED}")
+        total += hi - lo + 1
+        if total > MAX_SEEDS:
+            raise bad(f"more than {MAX_SEEDS} seeds")
+        seeds.append(range(lo, hi + 1))
+    return [seed for r in seeds for seed in r]
 
 
 @torch.no_grad()
@@ -98,7 +138,9 @@ def swap_regions(cfg: SSGConfig, w_target, w_source, regions):
     """Local style mixing: W+ of `w_target` with the chosen regions' codes taken from `w_source`.
 
     Batched over pairs (equal batch sizes, or one side 1). Every other slot is the target's, bit for bit."""
-    target, source = _pair(as_w_plus(cfg, w_target), as_w_plus(cfg, w_source))
+    target = as_w_plus(cfg, w_target, known_batch(cfg, w_source), "target latent")
+    source = as_w_plus(cfg, w_source, known_batch(cfg, w_target), "source latent")
+    target, source = _pair(target, source)
     mask = slot_mask(cfg, regions, target.device)[:, None]  # [N, 1]
     return torch.where(mask, source, target)
 
@@ -106,13 +148,12 @@ def swap_regions(cfg: SSGConfig, w_target, w_source, regions):
 def apply_direction(cfg: SSGConfig, w, direction, strength, regions):
     """w + strength * direction on the chosen regions' slots only; the others stay bit-identical.
 
-    direction: [D] (the same step in every chosen slot) or a W+ direction [2+2K, D];
-    strength: a number, or [B] for one strength per sample."""
-    w = as_w_plus(cfg, w)
-    N, D = cfg.n_latent, cfg.style_dim
-    if direction.shape not in ((D,), (N, D)):
-        raise ValueError(f"direction must be [{D}] or [{N}, {D}], got {tuple(direction.shape)}")
-    strength = torch.as_tensor(strength, dtype=w.dtype, device=w.device).reshape(-1, 1, 1)  # [B|1, 1, 1]
+    direction: one code, [D] (the same step in every chosen slot) or a W+ direction [2+2K, D] (a leading batch
+    dimension of 1 is allowed); strength: a number, or [B] for one strength per sample."""
+    strength = torch.as_tensor(strength).reshape(-1)
+    w = as_w_plus(cfg, w, strength.shape[0] if known_batch(cfg, w) is None else None)  # strengths decide [N, D]
+    direction = read_latent(cfg, direction, ("w", "w+"), what="direction", single=True).w[0]
+    strength = strength.to(dtype=w.dtype, device=w.device).reshape(-1, 1, 1)  # [B|1, 1, 1]
     if strength.shape[0] != w.shape[0] and 1 not in (strength.shape[0], w.shape[0]):
         raise ValueError(f"{strength.shape[0]} strengths for a batch of {w.shape[0]} latents")
     moved = w + strength * direction.to(w)
@@ -172,23 +213,35 @@ def key_path(keys, frames, method="cubic", closed=False):
 def interpolate_regions(cfg: SSGConfig, w, keys, regions, frames, method="cubic", closed=False):
     """W+ frames [T, 2+2K, D]: the chosen regions' slots follow a path through `keys`; the rest stay at `w`.
 
-    w: one latent (W [1, D] / [D] or W+ [1, 2+2K, D]); keys: [M, D] W or [M, 2+2K, D] W+ latents."""
-    w = as_w_plus(cfg, w[None] if w.ndim == 1 else w)
-    if w.shape[0] != 1:
-        raise ValueError(f"interpolate one latent at a time, got a batch of {w.shape[0]}")
-    path = key_path(as_w_plus(cfg, keys), frames, method, closed)  # [T, N, D]
+    w: one latent (W [1, D] or W+ [1, 2+2K, D], or without the 1); keys: [M, D] W or [M, 2+2K, D] W+ latents."""
+    w = as_w_plus(cfg, read_latent(cfg, w, ("w", "w+"), what="latent to interpolate", single=True).w)
+    path = key_path(as_w_plus(cfg, keys, what="key latents"), frames, method, closed)  # [T, N, D]
     return torch.where(slot_mask(cfg, regions, w.device)[:, None], path, w)
 
 
 # --- colourisation --------------------------------------------------------------------------------
 
-# A fixed palette for up to 20 classes: index 0 (the background) is black; the rest are well separated.
+# The class colours: index 0 (the background) is black; the first 20 are hand-picked to be well separated.
 PALETTE = np.array([
     [0, 0, 0], [204, 120, 92], [76, 153, 230], [153, 102, 51], [230, 25, 75], [245, 200, 40],
     [145, 30, 180], [60, 180, 75], [0, 200, 200], [250, 130, 200], [128, 128, 0], [255, 255, 255],
     [0, 0, 160], [170, 255, 195], [128, 0, 0], [255, 215, 180], [90, 90, 90], [255, 128, 0],
     [180, 180, 255], [0, 110, 80],
 ], dtype=np.uint8)  # fmt: skip
+GOLDEN = (5**0.5 - 1) / 2
+
+
+def palette(num_classes):
+    """Colours of classes 0..num_classes-1, [num_classes, 3] uint8, for any number of classes: the fixed PALETTE,
+    then hues a golden-ratio step apart (so neighbours differ most) at alternating saturation and brightness.
+    palette(n) starts with palette(m) for m < n, so a class keeps its colour whatever the class count."""
+    extra = []
+    for i in range(len(PALETTE), num_classes):
+        j = i - len(PALETTE)
+        rgb = colorsys.hsv_to_rgb((j * GOLDEN) % 1, (0.9, 0.55, 0.75)[j % 3], (0.95, 0.75)[(j // 3) % 2])
+        extra.append([round(255 * c) for c in rgb])
+    return np.concatenate([PALETTE[:num_classes], np.array(extra, dtype=np.uint8).reshape(-1, 3)])
+
 
 # Anchor colours of an inferno-like perceptual map (black -> purple -> orange -> pale yellow), evenly spaced.
 INFERNO = np.array([
@@ -207,19 +260,15 @@ def seg_labels(seg):
 
 
 def colorize_labels(labels):
-    """Class labels [..., H, W] -> RGB [..., H, W, 3] uint8 with the fixed palette."""
+    """Class labels [..., H, W] (integers >= 0) -> RGB [..., H, W, 3] uint8 in the class colours (`palette`)."""
     labels = _numpy(labels).astype(np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= len(PALETTE)):
-        raise ValueError(
-            f"labels must lie in 0..{len(PALETTE) - 1} for the fixed palette, got {labels.min()}..{labels.max()}"
-        )
-    return PALETTE[labels]
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"class labels must be >= 0, got {labels.min()}")
+    return palette(int(labels.max()) + 1 if labels.size else 0)[labels]
 
 
 def colorize_seg(seg):
-    """Segmentation logits [B, K, H, W] (K <= 20) -> RGB [B, H, W, 3] uint8 of the argmax class."""
-    if seg.shape[1] > len(PALETTE):
-        raise ValueError(f"the palette colours at most {len(PALETTE)} classes, the segmentation has {seg.shape[1]}")
+    """Segmentation logits [B, K, H, W], any K -> RGB [B, H, W, 3] uint8 of the argmax class."""
     return colorize_labels(seg_labels(seg))
 
 
@@ -277,20 +326,34 @@ def image_and_seg(out):
     return side_by_side(to_uint8(out.image), colorize_seg(out.seg))
 
 
+@contextmanager
+def atomic_path(path):
+    """A temporary name beside `path` to write to (it keeps the suffix, so writers pick the format by name), renamed
+    over `path` once the write succeeded: a failed or interrupted write never leaves a partial file at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_png(rgb, path):
     from PIL import Image
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(rgb)).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp)
 
 
 def save_gif(frames, path, fps=20):
     """frames [T, H, W, 3] uint8 -> an endlessly looping GIF."""
     from PIL import Image
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
 
 
 def mp4_available():
@@ -302,10 +365,11 @@ def save_mp4(frames, path, fps=20):
     if not mp4_available():
         raise FileNotFoundError("MP4 needs an ffmpeg executable on PATH; write a GIF instead")
     T, H, W, _ = frames.shape
-    cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}",
-           "-r", str(fps), "-i", "-", "-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
-           str(path)]  # fmt: skip
-    subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), check=True)
+    with atomic_path(path) as tmp:
+        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}",
+               "-r", str(fps), "-i", "-", "-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+               str(tmp)]  # fmt: skip
+        subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), check=True)
 
 
 # --- component-wise generation --------------------------------------------------------------------
@@ -335,9 +399,7 @@ def component_masks(cfg: SSGConfig, order=None):
 def render_components(G, w, order=None, noise_mode="const"):
     """One latent rendered with a growing set of classes: (GeneratorOutput over steps, added class per step)."""
     cfg = G.cfg
-    w = as_w_plus(cfg, w)
-    if w.shape[0] != 1:
-        raise ValueError(f"render components of one latent at a time, got a batch of {w.shape[0]}")
+    w = as_w_plus(cfg, read_latent(cfg, w, ("w", "w+"), what="latent to render by components", single=True).w)
     masks = component_masks(cfg, order).to(w)
     out = render(G, w.expand(masks.shape[0], -1, -1), batch_size=masks.shape[0], noise_mode=noise_mode,
                  composition_mask=masks)  # fmt: skip
@@ -467,19 +529,26 @@ def locality(G, w_before, w_after, region, dilate=0, noise_mode="const"):
 LATENT_KEY = "w_plus"
 
 
-def save_latents(path, w):
-    """Write latents as .npy or .safetensors (under the key 'w_plus')."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w = w.detach().float().cpu().contiguous()
-    if path.suffix == ".npy":
-        np.save(path, w.numpy())
-    elif path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+LATENT_SUFFIXES = (".npy", ".safetensors")
 
-        save_file({LATENT_KEY: w}, str(path))
-    else:
+
+def check_latent_path(path):
+    """Refuse a latent file name ssgan cannot write, before any work is done."""
+    if Path(path).suffix not in LATENT_SUFFIXES:
         raise ValueError(f"{path}: latents are written as .npy or .safetensors")
+
+
+def save_latents(path, w):
+    """Write latents as .npy or .safetensors (under the key 'w_plus'), atomically."""
+    check_latent_path(path)
+    w = w.detach().float().cpu().contiguous()
+    with atomic_path(path) as tmp:
+        if tmp.suffix == ".npy":
+            np.save(tmp, w.numpy())
+        else:
+            from safetensors.torch import save_file
+
+            save_file({LATENT_KEY: w}, str(tmp))
 
 
 def load_latents(path, key=None):

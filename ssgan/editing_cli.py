@@ -1,52 +1,48 @@
 """`ssgan edit`, `ssgan interpolate`, `ssgan components`, `ssgan invert` and `ssgan fit-direction`."""
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ssgan import editing as E
-
-SEEDS_HELP = "seeds like 0,3,10-12 (z ~ N(0, I) from torch.Generator(seed))"
-
-
-def parse_seeds(text):
-    seeds = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m:
-            raise ValueError(f"bad seed list {text!r}; write e.g. 0,3,10-12")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise ValueError(f"bad seed range {part.strip()!r}")
-        seeds += range(lo, hi + 1)
-    return seeds
+from ssgan.editing import SEEDS_HELP
+from ssgan.latents import known_batch, read_latent
+from ssgan.model_cli import MODEL_HELP, load_model
 
 
 def _model(args):
-    import ssgan
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return ssgan.load_checkpoint(args.ckpt).g_ema.to(device).eval().requires_grad_(False)
+    return load_model(args.ckpt).g_ema.to(device).eval().requires_grad_(False)
 
 
-def _latents(G, seeds, latent_file, psi, what="--seeds or --latent"):
-    """W+ [B, 2+2K, D] from seeds or a latent file ([D], [B, D] W or [B, 2+2K, D] W+)."""
-    device = G.local.weight.device
+def _read(G, path, pair_with=None, what="--latent"):
+    """Latents [B, 2+2K, D] from a file; a note when a code came without its batch dimension."""
+    latent = read_latent(G.cfg, E.load_latents(path), ("w", "w+"), pair_with, what=f"{what} {path}")
+    if latent.note:
+        print(f"note: {latent.note}", file=sys.stderr)
+    return E.as_w_plus(G.cfg, latent.w.to(G.local.weight.device))
+
+
+def _latents(G, seeds, latent_file, psi, pair_with=None, what="--latent"):
+    """W+ [B, 2+2K, D] from a seed list or a latent file (W or W+, see `ssgan.latents`); None when neither is given.
+    pair_with: the batch size these latents must pair with, which decides an ambiguous [2+2K, D] file."""
     if seeds is not None:
-        return E.as_w_plus(G.cfg, E.w_from_seeds(G, parse_seeds(seeds), psi))
+        return E.as_w_plus(G.cfg, E.w_from_seeds(G, E.parse_seeds(seeds), psi))
     if latent_file is None:
-        raise ValueError(f"give {what}")
-    w = E.load_latents(latent_file).to(device)
-    try:
-        return E.as_w_plus(G.cfg, w[None] if w.ndim == 1 else w)
-    except ValueError as e:
-        raise ValueError(f"{latent_file}: {e}") from None
+        return None
+    return _read(G, latent_file, pair_with, what)
+
+
+def _file_batch(G, path):
+    """The batch size a latent file has under every reading (None if it depends on the reading)."""
+    return known_batch(G.cfg, E.load_latents(path))
 
 
 def _add_common(p, latents=True):
-    p.add_argument("--ckpt", required=True, help="checkpoint: ssgan .safetensors or an original SemanticStyleGAN .pt")
+    p.add_argument("--ckpt", required=True, help=MODEL_HELP)
     p.add_argument("--out", default=None, help="output folder (default out/<command>)")
     p.add_argument("--noise-mode", default="const", choices=("const", "random", "none"))
     if latents:
@@ -69,20 +65,32 @@ def _safe(text):
 # --- ssgan edit -----------------------------------------------------------------------------------
 
 
+def _count(G, seeds, latent_file):
+    """How many latents a --seeds/--latent pair of options gives, where that does not depend on a reading."""
+    if seeds is not None:
+        return len(E.parse_seeds(seeds))
+    return None if latent_file is None else _file_batch(G, latent_file)
+
+
 def run_edit(args):
     G = _model(args)
     cfg = G.cfg
     E.region_slots(cfg, args.regions)  # a bad spec fails before any rendering
-    w = _latents(G, args.seeds, args.latent, args.psi)
     mixing = args.source_seeds is not None or args.source_latent is not None
     if mixing == (args.direction is not None):
         raise ValueError("choose one edit: --source-seeds/--source-latent (region swap) or --direction")
     if mixing:
-        source = _latents(G, args.source_seeds, args.source_latent, args.psi)
+        source_count = _count(G, args.source_seeds, args.source_latent)
+        w = _latents(G, args.seeds, args.latent, args.psi, pair_with=source_count)
+        source = _latents(G, args.source_seeds, args.source_latent, args.psi, pair_with=w.shape[0],
+                          what="--source-latent")  # fmt: skip
         edited = E.swap_regions(cfg, w, source, args.regions)
         w = w.expand_as(edited)
     else:
-        edited = E.apply_direction(cfg, w, E.load_latents(args.direction).to(w), args.strength, args.regions)
+        w = _latents(G, args.seeds, args.latent, args.psi)
+        direction = E.load_latents(args.direction)
+        direction = read_latent(cfg, direction, what=f"--direction {args.direction}", single=True).w[0]
+        edited = E.apply_direction(cfg, w, direction.to(w), args.strength, args.regions)
     out = _out(args)
     before = E.render(G, w, noise_mode=args.noise_mode)
     after = E.render(G, edited, noise_mode=args.noise_mode)
@@ -105,9 +113,12 @@ def run_interpolate(args):
     G = _model(args)
     cfg = G.cfg
     E.region_slots(cfg, args.regions)
+    for name in ("keys", "frames", "fps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be 1 or more, got {getattr(args, name)}")
     w = _latents(G, args.seeds, args.latent, args.psi)
     if args.key_latent is not None:
-        keys = _latents(G, None, args.key_latent, args.psi)
+        keys = _latents(G, None, args.key_latent, args.psi, what="--key-latent")
     else:
         keys = E.as_w_plus(cfg, E.w_from_seeds(G, range(args.key_seed, args.key_seed + args.keys), args.psi))
     if args.mp4 and not E.mp4_available():
@@ -147,6 +158,9 @@ def run_components(args):
 def run_invert(args):
     from ssgan import inversion as I
 
+    for name in ("batch", "steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be 1 or more, got {getattr(args, name)}")
     G = _model(args)
     cfg = G.cfg
     paths = I.list_images(args.images)
@@ -200,6 +214,11 @@ def run_invert(args):
 def run_train_encoder(args):
     from ssgan import encoder as enc
 
+    for name in ("steps", "batch", "iters", "save_every"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be 1 or more, got {getattr(args, name)}")
+    if Path(args.out).suffix != ".safetensors":
+        raise ValueError(f"--out {args.out}: an encoder is written as a .safetensors file")
     G = _model(args)
     model = enc.LatentEncoder(G.cfg, width=args.width)
 
@@ -231,10 +250,15 @@ def load_labels(path):
 
 
 def run_fit_direction(args):
+    E.check_latent_path(args.out)
+    labels = load_labels(args.labels)
     latents = E.load_latents(args.latents, args.key)
-    if latents.ndim not in (2, 3):
+    if args.ckpt is not None:  # read the latents as this model's, which catches another model's codes
+        G = _model(args)
+        latents = read_latent(G.cfg, latents, pair_with=len(labels), what=f"--latents {args.latents}").w
+    elif latents.ndim not in (2, 3):
         raise ValueError(f"{args.latents}: latents must be [M, D] or [M, 2+2K, D], got {tuple(latents.shape)}")
-    direction = E.fit_direction(latents, load_labels(args.labels), args.method)
+    direction = E.fit_direction(latents, labels, args.method)
     E.save_latents(args.out, direction.normal)
     print(f"{args.method} direction {tuple(direction.normal.shape)} -> {args.out}; "
           f"training accuracy {direction.accuracy:.3f}, bias {direction.bias:.4f}")  # fmt: skip
@@ -294,7 +318,7 @@ def register(sub):
     p.set_defaults(run=run_invert)
 
     p = sub.add_parser("train-encoder", help="train a small ReStyle-style W+ encoder on generated samples")
-    p.add_argument("--ckpt", required=True, help="checkpoint: ssgan .safetensors or an original SemanticStyleGAN .pt")
+    p.add_argument("--ckpt", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="encoder file to write (.safetensors)")
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--batch", type=int, default=8)
@@ -310,6 +334,7 @@ def register(sub):
     p = sub.add_parser("fit-direction", help="fit an InterFaceGAN-style direction from latents and binary labels",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     p.add_argument("--latents", required=True, help="latents [M, D] or [M, 2+2K, D] (.npy or .safetensors)")
+    p.add_argument("--ckpt", help="the model the latents belong to (checked against it); " + MODEL_HELP)
     p.add_argument("--key", help="tensor name in a .safetensors latent file")
     p.add_argument("--labels", required=True, help="binary labels: .npy or a text file of 0/1")
     p.add_argument("--method", default="svm", choices=E.FIT_METHODS)

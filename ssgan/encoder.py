@@ -15,7 +15,7 @@ from einops import einsum, rearrange
 from torch import nn
 
 from ssgan.config import SSGConfig
-from ssgan.editing import as_w_plus
+from ssgan.editing import as_w_plus, atomic_path
 
 FORMAT = "ssgan-encoder"
 
@@ -150,9 +150,9 @@ def save_encoder(path, encoder):
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "config": encoder.cfg.to_json(), "hparams": json.dumps(encoder.hparams)}
-    save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(path), metadata=meta)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(tmp), metadata=meta)
     return path
 
 

@@ -10,6 +10,7 @@ from torch import nn
 from ssgan.config import SSGConfig
 from ssgan.kernels import class_mlp, depth_fusion, styled_conv2d
 from ssgan.kernels.nn import EqualLinear
+from ssgan.latents import batched
 from ssgan.layers import Upsample
 
 NOISE_MODES = ("const", "random", "none")
@@ -182,7 +183,8 @@ class RenderNet(nn.Module):
 
 
 class Generator(nn.Module):
-    """SemanticStyleGAN generator. Call with z [B, D], or w as W+ [B, 2+2K, D] or expanded [B, K*L, D]."""
+    """SemanticStyleGAN generator. Call with z [B, D], or w as W [B, D], W+ [B, 2+2K, D] or expanded [B, K*L, D]
+    (one code may come without B; `ssgan.latents` says how shapes are read)."""
 
     def __init__(self, cfg: SSGConfig):
         super().__init__()
@@ -243,20 +245,16 @@ class Generator(nn.Module):
         if z is not None:
             if z.ndim != 2 or z.shape[1] != cfg.style_dim:
                 raise ValueError(f"z must be [B, {cfg.style_dim}], got {tuple(z.shape)}")
-            w = self.mapping(z)[:, None, :]
-        elif w.ndim == 2 and w.shape[1] == cfg.style_dim:
-            w = w[:, None, :]
-        elif w.ndim != 3 or w.shape[2] != cfg.style_dim or w.shape[1] not in (cfg.n_latent, cfg.n_latent_expand):
-            raise ValueError(
-                f"w must be W [B, {cfg.style_dim}], W+ [B, {cfg.n_latent}, {cfg.style_dim}] or expanded "
-                f"[B, {cfg.n_latent_expand}, {cfg.style_dim}], got {tuple(w.shape)}"
-            )
+            w, form = self.mapping(z)[:, None, :], "w"
+        else:
+            w, form = batched(cfg, w, ("w", "w+", "expanded"), what="w")
+            w = w[:, None, :] if form == "w" else w
         if psi != 1:
             w_avg = self.mean_latent() if w_avg is None else w_avg
             w = w_avg.reshape(1, 1, -1) + psi * (w - w_avg.reshape(1, 1, -1))
-        if w.shape[1] == 1:
+        if form == "w":
             w = w.expand(-1, cfg.n_latent, -1)
-        return self.expand(w) if w.shape[1] == cfg.n_latent else w
+        return w if form == "expanded" else self.expand(w)
 
     # --- synthesis --------------------------------------------------------------------------------
     def synthesis(self, w_expanded, noise_mode="const", composition_mask=None):

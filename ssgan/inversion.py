@@ -17,6 +17,7 @@ from torch import nn
 
 from ssgan.editing import as_w_plus
 from ssgan.images import read_image, warn_if_upsampled
+from ssgan.latents import batched
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 INVERSION_MODES = ("w+", "w")
@@ -165,9 +166,9 @@ def invert(G, images, mode="w+", steps=400, lr=0.1, loss=None, w_reg=1.0, noise_
     if init is None:
         start = w_avg.expand(B, -1) if mode == "w" else as_w_plus(cfg, w_avg).expand(B, -1, -1)
     else:
-        start = as_w_plus(cfg, init.to(device)) if mode == "w+" else init.to(device)
-        wrong_w = mode == "w" and start.shape != (B, cfg.style_dim)
-        if wrong_w or start.shape[0] != B:
+        start, _ = batched(cfg, init.to(device), ("w",) if mode == "w" else ("w", "w+"), B, "init latent")
+        start = as_w_plus(cfg, start) if mode == "w+" else start
+        if start.shape[0] != B:
             raise ValueError(f"init must hold {B} latents of the {mode} space, got {tuple(init.shape)}")
     w = start.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([w], lr=lr, betas=(0.9, 0.999))

@@ -212,6 +212,22 @@ def test_snapshot_loading_refuses_pickled_objects_and_foreign_files(tmp_path):
         load_snapshot(tmp_path / "cut.pt")
 
 
+def test_a_training_snapshot_is_a_model_whatever_its_name(tmp_path):
+    """ssgan.load_checkpoint (every command's way to name a model) reads Trainer.state_dict's format by content;
+    tests/test_entry_points.py builds snapshots with the same keys."""
+    trainer = Trainer(tiny_options(tmp_path), dataset=TinyData(), config=TINY, log=quiet)
+    state = trainer.state_dict()
+    assert {"format", "config", "G", "G_ema", "D"} <= set(state) and state["format"] == "ssgan-snapshot"
+    ckpt = ssgan.load_checkpoint(save_snapshot(tmp_path / "weights.bin", state))
+    assert ckpt.config == TINY
+    for ours, theirs in ((ckpt.g_ema, trainer.G_ema), (ckpt.g, trainer.G), (ckpt.d, trainer.D)):
+        assert all(torch.equal(t, theirs.state_dict()[k]) for k, t in ours.state_dict().items())
+    save_snapshot(tmp_path / "run" / "snapshot-000000008.pt", state)
+    assert ssgan.load_checkpoint(tmp_path / "run").source.name == "snapshot-000000008.pt"
+    snapshot, model = trainer._read_resume(str(tmp_path / "weights.bin"))  # resumes fully, not weights only
+    assert snapshot is not None and model is None
+
+
 # --- the loop -----------------------------------------------------------------------------------
 def final_state(run_dir):
     return load_snapshot(list_snapshots(run_dir)[-1])

@@ -3,7 +3,6 @@ import argparse
 import json
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 from ssgan.train.loop import (
     PRECISIONS,
@@ -98,7 +97,8 @@ def register(sub):
     p.set_defaults(run=run_train)
 
     m = sub.add_parser("metrics", help="evaluate a checkpoint or run: FID, KID, agreement, class presence")
-    m.add_argument("network", help="a model checkpoint (.safetensors or original .pt), snapshot, or run directory")
+    m.add_argument("network", help="the model: an ssgan checkpoint (.safetensors), an original SemanticStyleGAN .pt, "
+                   "a training snapshot, or a training run directory (its final model, else its newest snapshot)")
     m.add_argument("--data", default="builtin", help="real data for FID/KID (default: %(default)s)")
     m.add_argument("--metrics", type=_metric_list, default=None, help="comma list (default: all that apply)")
     m.add_argument("--num", type=int, default=1000, help="generated samples (default: %(default)s)")
@@ -128,25 +128,10 @@ def run_train(args):
 
 
 def _load_generator(path):
-    from ssgan.train.snapshot import latest_snapshot, load_snapshot
+    """G_ema of any model ssgan names: checkpoint, original .pt, training snapshot or run directory."""
+    from ssgan.model_cli import load_model
 
-    import ssgan
-
-    path = Path(path)
-    if path.is_dir():
-        final = path / "network-final.safetensors"
-        path = final if final.is_file() else latest_snapshot(path)
-    if path.suffix == ".pt":
-        try:
-            state = load_snapshot(path)
-        except ValueError:
-            state = None
-        if state is not None:
-            cfg = ssgan.SSGConfig.from_dict(json.loads(state["config"]))
-            G = ssgan.Generator(cfg)
-            G.load_state_dict(state["G_ema"])
-            return G
-    return ssgan.load_checkpoint(path).g_ema
+    return load_model(path).g_ema
 
 
 def run_metrics(args):

@@ -11,7 +11,6 @@ with the rest of the state, so a resumed run continues the uninterrupted traject
 """
 import copy
 import json
-import math
 import os
 import shutil
 import signal
@@ -43,6 +42,7 @@ from torch import nn
 
 import ssgan
 from ssgan.config import default_class_names
+from ssgan.editing import palette
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -382,22 +382,11 @@ def new_run_dir(out, preset, data):
             number += 1
 
 
-def palette(num_classes):
-    """Distinct colours for class maps: a fixed list, then golden-ratio hues."""
-    base = [(0, 0, 0), (230, 180, 140), (40, 40, 200), (120, 70, 20), (220, 30, 60), (255, 215, 0), (60, 180, 75),
-            (170, 110, 40), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)]  # fmt: skip
-    colours = base[:num_classes]
-    for i in range(len(colours), num_classes):
-        h = (i * 0.618034) % 1
-        colours.append(tuple(int(255 * (0.5 + 0.5 * math.cos(2 * math.pi * (h + t)))) for t in (0, 1 / 3, 2 / 3)))
-    return torch.tensor(colours, dtype=torch.uint8)
-
-
 def sample_grid(out, num_classes):
     """Rows of tiles, one column per sample: image, segmentation argmax, coarse mask argmax, then the depth of
     every foreground class (normalised per map). Returns a uint8 [H, W, 3] array."""
     size = out.image.shape[-1]
-    colours = palette(num_classes)
+    colours = torch.from_numpy(palette(num_classes))  # the class colours of every ssgan command
 
     def upsample(t):  # [B, C, g, g] -> [B, C, S, S]
         return torch.nn.functional.interpolate(t.float(), size=(size, size), mode="nearest")
