@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 
 from ssgan.config import SSGConfig
+from ssgan.io import atomic_write, load_npy, load_safetensors, save_image, save_safetensors
 
 PARTS = ("shape", "texture")
 BASE = "base"
@@ -280,17 +281,15 @@ def image_and_seg(out):
 def save_png(rgb, path):
     from PIL import Image
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(rgb)).save(path)
+    save_image(Image.fromarray(np.ascontiguousarray(rgb)), path)
 
 
 def save_gif(frames, path, fps=20):
     """frames [T, H, W, 3] uint8 -> an endlessly looping GIF."""
     from PIL import Image
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    save_image(images[0], path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
 
 
 def mp4_available():
@@ -468,31 +467,29 @@ LATENT_KEY = "w_plus"
 
 
 def save_latents(path, w):
-    """Write latents as .npy or .safetensors (under the key 'w_plus')."""
+    """Write latents as .npy or .safetensors (under the key 'w_plus'), atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix not in (".npy", ".safetensors"):
+        raise ValueError(f"{path}: latents are written as .npy or .safetensors")
     w = w.detach().float().cpu().contiguous()
     if path.suffix == ".npy":
-        np.save(path, w.numpy())
-    elif path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file({LATENT_KEY: w}, str(path))
+        with atomic_write(path) as f:
+            np.save(f, w.numpy())
     else:
-        raise ValueError(f"{path}: latents are written as .npy or .safetensors")
+        save_safetensors(path, {LATENT_KEY: w})
+    return path
 
 
 def load_latents(path, key=None):
-    """Read a latent tensor from .npy or .safetensors (the one tensor in the file, or `key`)."""
+    """Read a latent tensor from .npy or .safetensors (the one tensor in the file, or `key`).
+    Raises FileNotFoundError, DamagedFileError for a file cut short or garbled, ValueError otherwise; each names it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no latent file {path}")
     if path.suffix == ".npy":
-        return torch.from_numpy(np.load(path, allow_pickle=False)).float()
+        return torch.from_numpy(load_npy(path, "latents (.npy)")).float()
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
+        tensors, _ = load_safetensors(path, "latents (.safetensors)")
         if key is None and len(tensors) == 1:
             return next(iter(tensors.values())).float()
         key = key or LATENT_KEY

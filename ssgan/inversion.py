@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssgan.editing import as_w_plus
+from ssgan.io import save_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # Pillow modes whose conversion to RGB keeps the picture (alpha is dropped).
@@ -232,5 +233,4 @@ def save_labels(labels, path):
     labels = np.asarray(labels)
     if labels.max() > 255:
         raise ValueError("a label PNG holds class indices up to 255")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(labels.astype(np.uint8)).save(path)
+    save_image(Image.fromarray(labels.astype(np.uint8)), path)

@@ -7,6 +7,7 @@ import torch
 
 from ssgan.checkpoint import load_checkpoint, save_checkpoint
 from ssgan.editing import colorize_seg, to_uint8
+from ssgan.io import atomic_write, save_image, write_text
 
 
 def parse_seeds(text):
@@ -41,12 +42,13 @@ def run_generate(args):
         with torch.no_grad():
             result = g(z=z, psi=args.psi, noise_mode=args.noise_mode)
             w = g.mapping(z)
-        Image.fromarray(to_uint8(result.image)[0]).save(out / f"seed{seed:06d}_img.png")
-        Image.fromarray(colorize_seg(result.seg)[0]).save(out / f"seed{seed:06d}_seg.png")
+        save_image(Image.fromarray(to_uint8(result.image)[0]), out / f"seed{seed:06d}_img.png")
+        save_image(Image.fromarray(colorize_seg(result.seg)[0]), out / f"seed{seed:06d}_seg.png")
         if args.psi != 1:
             w = g.mean_latent() + args.psi * (w - g.mean_latent())
-        np.save(out / f"seed{seed:06d}_w.npy", w.detach().cpu().numpy())  # [1, D], truncated as rendered
-    (out / "classes.json").write_text(json.dumps(list(ckpt.config.class_names)))
+        with atomic_write(out / f"seed{seed:06d}_w.npy") as f:
+            np.save(f, w.detach().cpu().numpy())  # [1, D], truncated as rendered
+    write_text(out / "classes.json", json.dumps(list(ckpt.config.class_names)))
     print(f"wrote {len(seeds)} samples to {out}")
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from ssgan.io import append_line, save_image, write_text
 from ssgan.train import losses
 from ssgan.train import metrics as metrics_mod
 from ssgan.train.snapshot import (
@@ -283,9 +284,7 @@ def sample_grid(out, num_classes):
 def save_png(array, path):
     from PIL import Image
 
-    tmp = Path(path).with_suffix(".tmp.png")
-    Image.fromarray(array).save(tmp)
-    os.replace(tmp, path)
+    save_image(Image.fromarray(array), path)
 
 
 # --- the trainer --------------------------------------------------------------------------------
@@ -570,7 +569,7 @@ class Trainer:
                     "global_batch": self.global_batch, "ema_decay": self.ema_decay, "device": str(self.device),
                     "resumed_from": self.resumed_from, "start_step": self.step, "start_images": self.images_seen,
                     "command": sys.argv}  # fmt: skip
-            (self.run_dir / "training_options.json").write_text(json.dumps(info, indent=1, default=str))
+            write_text(self.run_dir / "training_options.json", json.dumps(info, indent=1, default=str))
             if self.opts.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -619,8 +618,7 @@ class Trainer:
                         f"time {entry['time']:7.1f}s  s/kimg {sec_per_kimg:6.1f}  "
                         + "  ".join(f"{k} {v:.4g}" for k, v in means.items()))  # fmt: skip
                     if self.rank == 0:
-                        with open(self.run_dir / "stats.jsonl", "a") as f:
-                            f.write(json.dumps(entry) + "\n")
+                        append_line(self.run_dir / "stats.jsonl", json.dumps(entry))
                         if self.tb is not None:
                             for k, v in means.items():
                                 self.tb.add_scalar(f"loss/{k}", v, self.images_seen)
