@@ -59,18 +59,22 @@ def feature_statistics(features):
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2):
-    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), with tr sqrt from the eigenvalues of S1 S2 (Heusel et al. 2017).
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Heusel et al. 2017).
 
-    The true value is >= 0; a slightly negative estimate is round-off and is returned as 0. Raises MetricError for
-    non-finite statistics or result, or an eigendecomposition that fails, instead of a linear-algebra crash."""
+    tr (S1 S2)^(1/2) is taken as tr (S1^(1/2) S2 S1^(1/2))^(1/2), which has the same eigenvalues but is symmetric
+    PSD, so symmetric eigensolvers apply: faster than a general one and stable for the singular covariances of
+    fewer samples than features. The true value is >= 0; a slightly negative estimate is round-off and comes back
+    as 0. Raises MetricError for non-finite statistics or result, or a failed eigensolver, never a linalg crash."""
     mu1, sigma1, mu2, sigma2 = (t.double() for t in (mu1, sigma1, mu2, sigma2))
     if not all(torch.isfinite(t).all() for t in (mu1, sigma1, mu2, sigma2)):
         raise MetricError("FID: the feature statistics contain NaN or Inf")
     try:
-        eigenvalues = torch.linalg.eigvals(sigma1 @ sigma2).real.clamp(min=0)  # S1 S2 is similar to a PSD matrix
+        eigenvalues, eigenvectors = torch.linalg.eigh(sigma1)
+        root1 = (eigenvectors * eigenvalues.clamp(min=0).sqrt()) @ eigenvectors.t()  # S1^(1/2)
+        middle = root1 @ sigma2 @ root1
+        trace_sqrt = torch.linalg.eigvalsh((middle + middle.t()) / 2).clamp(min=0).sqrt().sum()
     except RuntimeError as e:  # torch.linalg.LinAlgError: no convergence
-        raise MetricError(f"FID: the eigendecomposition of S1 S2 failed ({e})") from None
-    trace_sqrt = eigenvalues.sqrt().sum()
+        raise MetricError(f"FID: the eigendecomposition failed ({e})") from None
     fid = ((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * trace_sqrt).item()
     if not math.isfinite(fid):
         raise MetricError(f"FID came out {fid}")
