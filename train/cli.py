@@ -135,12 +135,15 @@ def run_metrics(args):
         # FID/KID read only the images: any source `ssgan train` reads, with or without masks, or a plain folder
         dataset = open_dataset(args.data, G.cfg.size, G.cfg.num_classes, image_only=True)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", metrics.SmallSampleWarning)
+        warnings.simplefilter("always", metrics.MetricWarning)
         results = metrics.evaluate(G, names, num_samples=args.num, batch=args.batch, device=device, dataset=dataset,
                                    data_key=f"{args.data}|{G.cfg.size}", builtin=builtin, inception=args.inception,
                                    cache_dir=args.cache, seed=args.seed)  # fmt: skip
-    for warning in caught:
-        print(f"ssgan metrics: warning: {warning.message}", file=sys.stderr)
+    for w in caught:
+        if issubclass(w.category, metrics.MetricWarning):
+            print(f"ssgan metrics: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(json.dumps(results, indent=1, allow_nan=False))
     if args.out:
         metrics.append_results(args.out, results, network=str(args.network), num=args.num)

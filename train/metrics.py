@@ -41,7 +41,11 @@ class MetricError(ValueError):
     """A metric that is undefined for its inputs (too few samples, NaN or Inf); reported as an error, not a number."""
 
 
-class SmallSampleWarning(UserWarning):
+class MetricWarning(UserWarning):
+    """Something the user of a metric should know (the command line prints these as plain lines)."""
+
+
+class SmallSampleWarning(MetricWarning):
     """FID/KID from fewer samples than feature dimensions, or from real and generated counts far apart."""
 
 
@@ -50,7 +54,7 @@ def feature_statistics(features):
     """Mean [F] and covariance [F, F] (float64) of features [N, F], N >= 2 finite rows; else MetricError."""
     x = features.double()
     if x.ndim != 2 or x.shape[0] < 2:
-        raise MetricError(f"FID needs features [N, F] with N >= 2 samples, got shape {tuple(x.shape)}")
+        raise MetricError(f"FID needs features [N, F] of at least 2 samples per set, got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise MetricError("the features contain NaN or Inf (from the images or the feature network)")
     mu = x.mean(0)
@@ -107,7 +111,7 @@ def kernel_inception_distance(features1, features2, num_subsets=100, subset_size
 
 
 def sample_count_warnings(num_real, num_generated, feature_dim):
-    """Why FID/KID from these counts need care (messages; empty when they are fine)."""
+    """Why FID from these counts needs care (messages; empty when they are fine)."""
     notes = []
     if min(num_real, num_generated) < feature_dim:
         notes.append(
@@ -118,7 +122,7 @@ def sample_count_warnings(num_real, num_generated, feature_dim):
     ratio = max(num_real, num_generated) / max(1, min(num_real, num_generated))
     if ratio > COUNT_RATIO_WARNING:
         notes.append(
-            f"FID/KID compare {num_real} real with {num_generated} generated samples, {ratio:.1f}x apart: "
+            f"FID compares {num_real} real with {num_generated} generated samples, {ratio:.1f}x apart: "
             "FID's bias depends on both counts; use equal counts (the real count is the smaller of the requested "
             "count and the data set's size)"
         )
@@ -210,7 +214,7 @@ def real_features(dataset, extractor, num, batch, cache_dir, data_key):
             torch_save(features, cache)
         except OSError as e:
             warnings.warn(f"could not cache the real-data features at {cache} ({e}); they are recomputed next time",
-                          stacklevel=2)  # fmt: skip
+                          MetricWarning, stacklevel=2)  # fmt: skip
     return features
 
 
@@ -251,8 +255,9 @@ def evaluate(G, metrics, *, num_samples=1000, batch=16, device="cpu", dataset=No
             fake = torch.cat(fake_feats)
             real = real_features(dataset, extractor, num_samples, batch, cache_dir, data_key)
             results["samples"]["real"] = real.shape[0]
-            for note in sample_count_warnings(real.shape[0], fake.shape[0], fake.shape[1]):
-                warnings.warn(note, SmallSampleWarning, stacklevel=2)
+            if "fid" in metrics:  # KID is unbiased at any count (it compares equal-sized subsets)
+                for note in sample_count_warnings(real.shape[0], fake.shape[0], fake.shape[1]):
+                    warnings.warn(note, SmallSampleWarning, stacklevel=2)
             gen = torch.Generator().manual_seed(seed)
             compute = {"fid": lambda: frechet_distance(*feature_statistics(real), *feature_statistics(fake)),
                        "kid": lambda: kernel_inception_distance(real, fake, generator=gen)}  # fmt: skip
@@ -301,6 +306,7 @@ def append_results(run_dir, results, **context):
     """Append one line per metric to metric-<name>.jsonl in run_dir, each with the sample counts it came from.
     Errors are written as {"error": ...}, never as NaN or Inf."""
     stamp = time.time()
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     for name in metric_names(results):
         line = {"metric": name, "value": results[name], "samples": results.get("samples"), "timestamp": stamp,
                 **context}  # fmt: skip
