@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import pickle
+import shutil
 import uuid
 import zipfile
 from pathlib import Path
@@ -80,6 +81,30 @@ def atomic_write(path, text=False):
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Yield a new temporary folder beside `path` to fill; when the block ends without error, rename it to `path`
+    (which must not exist or be an empty folder), so a crash never leaves a half-written folder under that name.
+    On an error the temporary folder is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp.mkdir()
+    try:
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                with open(file, "rb+") as f:  # Windows fsyncs only handles open for writing
+                    _fsync(f.fileno(), _FSYNC_UNSUPPORTED)
+        if path.is_dir():
+            path.rmdir()  # empty (checked by the caller): replace it
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_directory(path.parent)
 

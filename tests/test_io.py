@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from ssgan.cli import main
 from ssgan.encoder import LatentEncoder, load_encoder, save_encoder
 from ssgan.train import builtin as builtin_module
 from ssgan.train import metrics
+from ssgan.train.data import DataError, open_dataset
 from ssgan.train.loop import save_png
 from ssgan.train.snapshot import load_snapshot, save_snapshot, snapshot_name
 
@@ -285,3 +287,28 @@ def test_a_log_line_cut_short_stays_one_bad_line(tmp_path):
     assert len(lines) == 2 and json.loads(lines[1])["kimg"] == 2
     with pytest.raises(json.JSONDecodeError):
         json.loads(lines[0])
+
+
+def test_prepare_writes_a_dataset_all_or_nothing_and_a_damaged_one_is_named(tmp_path, monkeypatch):
+    import datasets
+
+    out = tmp_path / "prepared"
+    argv = ["prepare", "builtin", str(out), "--num-images", "4", "--size", "16"]
+    real_save = datasets.Dataset.save_to_disk
+
+    def full_disk(self, folder, **kw):
+        (Path(folder) / "data-00000-of-00001.arrow").parent.mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "data-00000-of-00001.arrow").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        main(argv)
+    assert list(tmp_path.iterdir()) == []  # neither a half-written dataset nor a temporary folder
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", real_save)
+    out.mkdir()  # an empty folder may be named as the output
+    assert main(argv) == 0
+    assert len(open_dataset(str(out), 16, 7)) == 4
+    (out / "state.json").write_text("{")
+    with pytest.raises(DataError, match=f"cannot read the save_to_disk folder {out}: it is damaged"):
+        open_dataset(str(out), 16, 7)

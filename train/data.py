@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ssgan.config import CELEBAMASK_CLASSES
+from ssgan.io import atomic_directory
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -317,7 +318,11 @@ def open_dataset(spec, size, num_classes, image_only=False, **kw):
             raise FileNotFoundError(f"no dataset at {spec!r}: expected 'builtin', 'builtin:N', 'hf:<id>', "
                                     "a folder written by save_to_disk, or a folder of images")  # fmt: skip
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-            hf = datasets.load_from_disk(str(path))
+            try:
+                hf = datasets.load_from_disk(str(path))
+            except Exception as e:  # noqa: BLE001 (pyarrow, json and datasets each raise their own errors)
+                raise DataError(f"cannot read the save_to_disk folder {path}: it is damaged (cut short by a crash, a "
+                                f"full disk or an incomplete copy) ({type(e).__name__}: {e})") from None  # fmt: skip
             if isinstance(hf, datasets.DatasetDict):
                 if "train" not in hf:
                     raise DataError(f"{path} holds splits {list(hf)} but no 'train' split")
@@ -407,7 +412,7 @@ def prepare_celebamask_hq(raw_dir, out_dir, size=512, num_proc=None):
               "validation": [i for i in indices if i >= CELEBAMASK_VAL_START]}  # fmt: skip
     features = datasets.Features(image=datasets.Image(), mask=datasets.Image())
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as cache:
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as cache, atomic_directory(out) as tmp:
         parts = {
             split: datasets.Dataset.from_generator(
                 _celebamask_examples, features=features, cache_dir=cache, num_proc=num_proc,
@@ -416,7 +421,7 @@ def prepare_celebamask_hq(raw_dir, out_dir, size=512, num_proc=None):
             for split, split_indices in splits.items()
             if split_indices  # an empty split cannot be saved
         }  # fmt: skip
-        datasets.DatasetDict(parts).save_to_disk(str(out))
+        datasets.DatasetDict(parts).save_to_disk(str(tmp))
         del parts
     return {"train": len(splits["train"]), "val": len(splits["validation"])}
 

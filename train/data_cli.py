@@ -31,12 +31,14 @@ def run_celebamask(args):
 
 
 def run_builtin(args):
+    from ssgan.io import atomic_directory
     from ssgan.train.builtin import generate_builtin
     from ssgan.train.data import DataError
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise DataError(f"output folder {out} already exists and is not empty")
-    generate_builtin(args.num_images, args.size, args.seed).save_to_disk(str(out))
+    with atomic_directory(out) as tmp:
+        generate_builtin(args.num_images, args.size, args.seed).save_to_disk(str(tmp))
     print(f"wrote {args.num_images} builtin faces at {args.size}x{args.size} (seed {args.seed}) to {out}")
     return 0
