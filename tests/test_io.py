@@ -215,12 +215,14 @@ def test_commands_report_damaged_files_by_name(tmp_path, capsys):
     truncated(ckpt)
     assert main(["generate", "--ckpt", str(ckpt), "--seeds", "0", "--out", str(tmp_path / "gen")]) == 2
     assert f"cannot read {ckpt}" in capsys.readouterr().err
+    older = save_snapshot(tmp_path / "run" / snapshot_name(4), {"format": "ssgan-snapshot", "w": torch.ones(9)})
     snapshot = save_snapshot(tmp_path / "run" / snapshot_name(8), {"format": "ssgan-snapshot", "w": torch.ones(9)})
     truncated(snapshot)
     for argv in (["metrics", str(snapshot), "--metrics", "classes"], ["train", "--resume", str(tmp_path / "run")]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert f"cannot read {snapshot}" in err and "damaged" in err and "Traceback" not in err
+    assert f"the previous snapshot is {older} (pass it to --resume)" in err  # resuming a run names the way out
     latent = E.save_latents(tmp_path / "w.npy", torch.randn(1, 8, 16))
     truncated(latent)
     small = str(shared_path("fixtures", "official_small", "checkpoint.pt"))
@@ -243,6 +245,23 @@ def test_a_damaged_metric_cache_is_recomputed(tmp_path, damage):
     again = metrics.real_features(data, extractor, 4, 2, tmp_path, "key")
     assert torch.equal(again, fresh)
     assert torch.equal(io.read_torch_file(cache, "features"), fresh)  # rewritten whole
+
+
+def test_a_damaged_metric_cache_found_mid_training_is_recomputed(tmp_path):
+    from ssgan.train.loop import Trainer, TrainOptions
+
+    net = torch.jit.script(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()))
+    net.save(str(tmp_path / "features.pt"))
+    opts = TrainOptions(out=str(tmp_path / "runs"), batch=2, metrics=("fid", "kid"), metric_samples=4,
+                        inception=str(tmp_path / "features.pt"), metric_cache=str(tmp_path / "cache"))  # fmt: skip
+    trainer = Trainer(opts, dataset=_Images(6, 16), config=TINY, log=lambda *a, **k: None)
+    trainer.run_dir = tmp_path
+    first = trainer.evaluate()
+    for damage in (truncated, garbled):
+        (cache,) = (tmp_path / "cache").glob("real-features-*.pt")
+        damage(cache)
+        assert trainer.evaluate() == first
+    assert len((tmp_path / "metric-fid.jsonl").read_text().splitlines()) == 3
 
 
 def test_an_unwritable_metric_cache_does_not_stop_the_metric(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ from ssgan.train import metrics as metrics_mod
 from ssgan.train.snapshot import (
     SnapshotError,
     capture_rng,
-    latest_snapshot,
+    load_latest_snapshot,
     load_snapshot,
     prune_snapshots,
     restore_rng,
@@ -136,7 +136,7 @@ def resume_options(resume, given):
     A model checkpoint (not a snapshot) has no options: `given` alone decides."""
     path = Path(resume)
     try:
-        state = load_snapshot(latest_snapshot(path) if path.is_dir() else path)
+        state = load_latest_snapshot(path) if path.is_dir() else load_snapshot(path)
     except SnapshotError:
         if path.is_dir():
             raise
@@ -364,7 +364,7 @@ class Trainer:
             return None, None
         path = Path(resume)
         if path.is_dir():
-            return load_snapshot(latest_snapshot(path)), None
+            return load_latest_snapshot(path), None
         if not path.is_file():
             raise FileNotFoundError(f"--resume {resume}: no such run directory or file")
         if path.suffix == ".pt":

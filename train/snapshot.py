@@ -86,6 +86,19 @@ def latest_snapshot(run_dir):
     return snaps[-1]
 
 
+def load_latest_snapshot(run_dir):
+    """The newest snapshot of a run directory. When it is damaged, the error names it and the newest older snapshot,
+    which --resume can take instead."""
+    snaps = list_snapshots(run_dir)
+    if not snaps:
+        raise SnapshotError(f"{run_dir} has no snapshot-*.pt to resume from")
+    try:
+        return load_snapshot(snaps[-1])
+    except DamagedFileError as e:
+        hint = f"; the previous snapshot is {snaps[-2]} (pass it to --resume)" if len(snaps) > 1 else ""
+        raise DamagedFileError(f"{e}{hint}") from None
+
+
 def prune_snapshots(run_dir, keep):
     """Delete all but the newest `keep` snapshots (keep <= 0 keeps all)."""
     if keep <= 0:
