@@ -160,7 +160,7 @@ def _tensor_digest(tensors):
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
+        digest.update(t.reshape(-1).view(torch.uint8).cpu().numpy())
     return digest.hexdigest()
 
 
@@ -200,7 +200,8 @@ def read_torch_file(path, what):
         head = f.read(4)
     if not head:
         raise damaged(path, what, "the file is empty")
-    if head == b"PK\x03\x04":
+    checked = head == b"PK\x03\x04"  # a zip archive, whose records carry CRC-32s
+    if checked:
         try:
             with zipfile.ZipFile(path) as archive:
                 bad = archive.testzip()
@@ -213,7 +214,7 @@ def read_torch_file(path, what):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():
+        if checked and "weights only" in str(e).lower():  # intact, so it is what the pickle asks for
             raise ValueError(f"cannot read {path} as {what}: it holds Python objects other than tensors and "
                              f"containers, which are never unpickled ({str(e).splitlines()[0]})") from None  # fmt: skip
         raise damaged(path, what, e) from None
