@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_path
-from ssgan.cli import main
-from ssgan.encoder import LatentEncoder, load_encoder, save_encoder
 from ssgan.train import builtin as builtin_module
 from ssgan.train import metrics
 from ssgan.train.data import DataError, open_dataset
@@ -24,13 +22,14 @@ from ssgan.train.snapshot import load_snapshot, save_snapshot, snapshot_name
 import ssgan
 from ssgan import editing as E
 from ssgan import io
+from ssgan.cli import main
+from ssgan.encoder import LatentEncoder, load_encoder, save_encoder
 
 TINY = ssgan.SSGConfig(
     size=16, style_dim=16, n_mlp=2, class_names=("background", "a", "b"), transparent=(), local_channel=16,
     coarse_channel=16, coarse_size=8, min_feat_size=4, render_channels={8: 16, 16: 16},
     disc_channels={4: 16, 8: 16, 16: 16},
 )  # fmt: skip
-
 
 
 @pytest.fixture(autouse=True)
@@ -172,10 +171,9 @@ def test_folder_fsync_is_skipped_on_windows_and_tolerated_where_unsupported(tmp_
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
     path = io.write_bytes(tmp_path / "m.bin", b"old")
-    with pytest.raises(OSError, match="No space"):
-        with io.atomic_write(path) as f:
-            f.write(b"half of the new ")
-            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError, match="No space"), io.atomic_write(path) as f:
+        f.write(b"half of the new ")
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["m.bin"]
 

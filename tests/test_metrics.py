@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 from conftest import shared_path
-from ssgan.cli import main
 from ssgan.train import metrics
 
 import ssgan
+from ssgan.cli import main
 
 TINY = ssgan.SSGConfig(
     size=16, style_dim=16, n_mlp=2, class_names=("background", "a", "b"), transparent=(), local_channel=16,

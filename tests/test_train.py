@@ -8,7 +8,6 @@ import torch
 from conftest import shared_path
 from hypothesis import given
 from hypothesis import strategies as st
-from ssgan.io import DamagedFileError
 from ssgan.train import losses, metrics
 from ssgan.train.loop import Trainer, TrainingDiverged, TrainOptions, resume_options, sample_grid, train
 from ssgan.train.snapshot import (
@@ -21,6 +20,7 @@ from ssgan.train.snapshot import (
 )  # fmt: skip
 
 import ssgan
+from ssgan.io import DamagedFileError
 
 TINY = ssgan.SSGConfig(
     size=16, style_dim=16, n_mlp=2, class_names=("background", "a", "b"), transparent=(), local_channel=16,

@@ -72,8 +72,8 @@ def register(sub):
                    "written by save_to_disk, a folder with images/ (and masks/), or a plain folder of images "
                    "(default: %(default)s)")  # fmt: skip
     m.add_argument("--metrics", type=_metric_list, default=None, help="comma list (default: all that apply)")
-    m.add_argument("--num", type=_positive_int, default=1000, help="generated samples, and real ones up to the data set's size; "
-                   "FID is biased below 2048, KID is the metric for small counts (default: %(default)s)")  # fmt: skip
+    m.add_argument("--num", type=_positive_int, default=1000, help="generated samples, and real ones up to the data "
+                   "set's size; FID is biased below 2048, KID is the metric for small counts (default: %(default)s)")
     m.add_argument("--batch", type=_positive_int, default=16)
     m.add_argument("--inception", help="local TorchScript feature network for FID/KID")
     m.add_argument("--cache", help="folder for cached real-data statistics")

@@ -31,9 +31,10 @@ def run_celebamask(args):
 
 
 def run_builtin(args):
-    from ssgan.io import atomic_directory
     from ssgan.train.builtin import generate_builtin
     from ssgan.train.data import DataError
+
+    from ssgan.io import atomic_directory
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):

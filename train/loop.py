@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from ssgan.io import append_line, save_image, write_text
 from ssgan.train import losses
 from ssgan.train import metrics as metrics_mod
 from ssgan.train.snapshot import (
@@ -39,6 +38,7 @@ from ssgan.train.snapshot import (
 from torch import nn
 
 import ssgan
+from ssgan.io import append_line, save_image, write_text
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 

@@ -265,8 +265,8 @@ def evaluate(G, metrics, *, num_samples=1000, batch=16, device="cpu", dataset=No
             from ssgan.train.builtin import BUILTIN_CLASSES, agreement_score
 
             if not builtin or G.cfg.class_names != BUILTIN_CLASSES:
-                results["agreement"] = {"error": "the agreement score is defined for models of the builtin data set's "
-                                        f"classes {BUILTIN_CLASSES} on that data only", "unavailable": True}  # fmt: skip
+                why = f"the agreement score is defined for models of the builtin classes {BUILTIN_CLASSES} on that data"
+                results["agreement"] = {"error": why, "unavailable": True}
             else:
                 results["agreement"] = _guarded(lambda: float(agreement_score(torch.cat(images), torch.cat(segs))))
         if "classes" in metrics:
