@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ssgan.config import DEMO_CLASSES
-from ssgan.io import write_text
+from ssgan.io import atomic_directory
 
 BUILTIN_CLASSES = DEMO_CLASSES
 BACKGROUND, FACE, EYES, BROWS, MOUTH, HAIR, NECK = range(len(BUILTIN_CLASSES))
@@ -88,21 +88,21 @@ def _cache_is_intact(path):
 
 
 def _write_cache(path, num_images, size, seed):
-    """Draw the dataset into a temporary folder beside `path`, write its manifest, and move it into place (moving a
-    damaged cache out of the way first)."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    generate_builtin(num_images, size, seed).save_to_disk(str(tmp))
-    manifest = {p.name: _digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-    write_text(tmp / CACHE_MANIFEST, json.dumps(manifest, indent=1))
-    if path.exists() and not _cache_is_intact(path):  # damaged (re-checked: another process may have replaced it)
+    """Draw the dataset into a temporary folder with its manifest and move it into place (`atomic_directory`),
+    after moving a damaged cache out of the way."""
+    if path.exists() and not _cache_is_intact(path):  # re-checked: another process may have replaced it meanwhile
         stale = path.parent / f".{path.name}.damaged-{uuid.uuid4().hex[:8]}"
         with contextlib.suppress(OSError):
             os.rename(path, stale)
         shutil.rmtree(stale, ignore_errors=True)
     try:
-        os.rename(tmp, path)
-    except OSError:  # another process cached it first
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_directory(path) as tmp:
+            generate_builtin(num_images, size, seed).save_to_disk(str(tmp))
+            manifest = {p.name: _digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            (tmp / CACHE_MANIFEST).write_text(json.dumps(manifest, indent=1))
+    except OSError:
+        if not _cache_is_intact(path):  # unless another process cached it first
+            raise
 
 
 def generate_builtin(num_images=2000, size=64, seed=0):
