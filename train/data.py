@@ -333,7 +333,7 @@ def open_dataset(spec, size, num_classes, image_only=False, **kw):
             if not image_only:
                 raise DataError(f"{path} has no images/ and masks/ sub-folders, so it is an image-only dataset "
                                 "(`ssgan train --image-only`, or image_only=True in Python, reads its images "
-                                "without masks; `ssgan metrics` reads only images anyway)")  # fmt: skip
+                                "without masks)")  # fmt: skip
             hf = folder_dataset(path)
         else:
             raise DataError(f"{path} is a file; a dataset is a folder (of images, or written by save_to_disk)")
