@@ -5,9 +5,7 @@ the tensors' shapes, and every tensor of the original state dicts is used exactl
 """
 import argparse
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import torch
 from ssgan.config import CELEBAMASK_CLASSES, SSGConfig
 from ssgan.discriminator import Discriminator
 from ssgan.generator import Generator
+from ssgan.io import DamagedFileError, load_safetensors, read_torch_file, save_safetensors
 from ssgan.kernels import make_kernel
 from ssgan.layers import BLUR_TAPS
 
@@ -33,6 +32,10 @@ WRAPPER_SEGMENTS = ("module", "_orig_mod", "_fsdp_wrapped_module", "_checkpoint_
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
+
+
+class DamagedCheckpointError(CheckpointError, DamagedFileError):
+    """A checkpoint file cut short or garbled (the message names it)."""
 
 
 @dataclass
@@ -260,9 +263,11 @@ def _load_into(module, state, what):
 def _read_torch(path):
     torch.serialization.add_safe_globals([argparse.Namespace])
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, corrupt, or a pickle that needs more than tensors
-        raise CheckpointError(f"cannot read {path} as a checkpoint: {type(e).__name__}: {e}") from None
+        data = read_torch_file(path, "a checkpoint")
+    except DamagedFileError as e:
+        raise DamagedCheckpointError(str(e)) from None
+    except ValueError as e:  # not a torch file, or a pickle that needs more than tensors
+        raise CheckpointError(str(e)) from None
     return data
 
 
@@ -327,9 +332,7 @@ def load_original(path):
 
 # --- ssgan's own format -------------------------------------------------------------------------
 def save_checkpoint(path, config: SSGConfig, g_ema, g=None, d=None):
-    """Write modules and config to one safetensors file, atomically (temp file, fsync, rename)."""
-    from safetensors.torch import save_file
-
+    """Write modules and config to one safetensors file, atomically (`ssgan.io.atomic_write`), with a checksum."""
     tensors = {}
     for name, module in (("g", g), ("g_ema", g_ema), ("d", d)):
         if module is not None:
@@ -341,35 +344,22 @@ def save_checkpoint(path, config: SSGConfig, g_ema, g=None, d=None):
             for key, t in state.items():
                 tensors[f"{name}.{key}"] = t.detach().to("cpu").contiguous()
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_safetensors(path, tensors, metadata)
 
 
 def _load_own(path):
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except Exception as e:
-        raise CheckpointError(f"cannot read {path} as a safetensors checkpoint: {type(e).__name__}: {e}") from None
+        tensors, metadata = load_safetensors(path, "a safetensors checkpoint")
+    except DamagedFileError as e:
+        raise DamagedCheckpointError(str(e)) from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not an ssgan checkpoint (no ssgan metadata)")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported ssgan format version {metadata.get('format_version')!r}")
-    cfg = SSGConfig.from_dict(json.loads(metadata["config"]))
+    try:
+        cfg = SSGConfig.from_dict(json.loads(metadata["config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: the ssgan metadata holds no valid model configuration ({e})") from None
     parts = {name: {} for name in MODULES}
     for key, t in tensors.items():
         name, _, rest = key.partition(".")

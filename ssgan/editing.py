@@ -23,6 +23,7 @@ from einops import rearrange, reduce
 
 from ssgan.config import SSGConfig
 from ssgan.latents import batched, known_batch, read_latent
+from ssgan.io import atomic_write, load_npy, load_safetensors, save_image, save_safetensors
 
 PARTS = ("shape", "texture")
 BASE = "base"
@@ -343,8 +344,7 @@ def atomic_path(path):
 def save_png(rgb, path):
     from PIL import Image
 
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp)
+    save_image(Image.fromarray(np.ascontiguousarray(rgb)), path)
 
 
 def save_gif(frames, path, fps=20):
@@ -352,8 +352,7 @@ def save_gif(frames, path, fps=20):
     from PIL import Image
 
     images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
-    with atomic_path(path) as tmp:
-        images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    save_image(images[0], path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
 
 
 def mp4_available():
@@ -540,28 +539,27 @@ def check_latent_path(path):
 
 def save_latents(path, w):
     """Write latents as .npy or .safetensors (under the key 'w_plus'), atomically."""
+    path = Path(path)
     check_latent_path(path)
     w = w.detach().float().cpu().contiguous()
-    with atomic_path(path) as tmp:
-        if tmp.suffix == ".npy":
-            np.save(tmp, w.numpy())
-        else:
-            from safetensors.torch import save_file
-
-            save_file({LATENT_KEY: w}, str(tmp))
+    if path.suffix == ".npy":
+        with atomic_write(path) as f:
+            np.save(f, w.numpy())
+    else:
+        save_safetensors(path, {LATENT_KEY: w})
+    return path
 
 
 def load_latents(path, key=None):
-    """Read a latent tensor from .npy or .safetensors (the one tensor in the file, or `key`)."""
+    """Read a latent tensor from .npy or .safetensors (the one tensor in the file, or `key`).
+    Raises FileNotFoundError, DamagedFileError for a file cut short or garbled, ValueError otherwise; each names it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no latent file {path}")
     if path.suffix == ".npy":
-        return torch.from_numpy(np.load(path, allow_pickle=False)).float()
+        return torch.from_numpy(load_npy(path, "latents (.npy)")).float()
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
+        tensors, _ = load_safetensors(path, "latents (.safetensors)")
         if key is None and len(tensors) == 1:
             return next(iter(tensors.values())).float()
         key = key or LATENT_KEY

@@ -15,7 +15,8 @@ from einops import einsum, rearrange
 from torch import nn
 
 from ssgan.config import SSGConfig
-from ssgan.editing import as_w_plus, atomic_path
+from ssgan.editing import as_w_plus
+from ssgan.io import load_safetensors, save_safetensors
 
 FORMAT = "ssgan-encoder"
 
@@ -146,32 +147,29 @@ def train_encoder(G, steps, batch=8, iters=3, lr=1e-4, pixel_weight=0.0, mixing=
 
 
 def save_encoder(path, encoder):
-    """Write an encoder as safetensors with its hyper-parameters and the generator config as metadata."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
+    """Write an encoder as safetensors (atomically, with a checksum) with its hyper-parameters and the generator
+    config as metadata."""
     meta = {"format": FORMAT, "config": encoder.cfg.to_json(), "hparams": json.dumps(encoder.hparams)}
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(tmp), metadata=meta)
-    return path
+    tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    return save_safetensors(path, tensors, meta)
 
 
 def load_encoder(path):
-    """Read an encoder written by save_encoder."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
+    """Read an encoder written by save_encoder. Raises FileNotFoundError, DamagedFileError for a file cut short or
+    garbled, ValueError for another kind of safetensors file; each names the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no encoder file {path}")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except Exception as e:  # safetensors raises its own error types for files it cannot parse
-        raise ValueError(f"{path}: not a safetensors file ({e})") from None
+    tensors, meta = load_safetensors(path, "an ssgan encoder")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not an ssgan encoder (format {meta.get('format')!r})")
-    cfg = SSGConfig.from_dict(json.loads(meta["config"]))
-    encoder = LatentEncoder(cfg, **json.loads(meta["hparams"]))
-    encoder.load_state_dict(load_file(str(path)))
+    try:
+        cfg = SSGConfig.from_dict(json.loads(meta["config"]))
+        encoder = LatentEncoder(cfg, **json.loads(meta["hparams"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: the encoder's metadata is not valid ({type(e).__name__}: {e})") from None
+    try:
+        encoder.load_state_dict(tensors)
+    except RuntimeError as e:  # tensors missing, unexpected or mis-shaped for the recorded hyper-parameters
+        raise ValueError(f"{path}: the encoder's tensors do not fit its recorded hyper-parameters: {e}") from None
     return encoder.eval()

@@ -18,6 +18,7 @@ from torch import nn
 from ssgan.editing import as_w_plus
 from ssgan.images import read_image, warn_if_upsampled
 from ssgan.latents import batched
+from ssgan.io import save_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 INVERSION_MODES = ("w+", "w")
@@ -226,5 +227,4 @@ def save_labels(labels, path):
     labels = np.asarray(labels)
     if labels.max() > 255:
         raise ValueError("a label PNG holds class indices up to 255")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(labels.astype(np.uint8)).save(path)
+    save_image(Image.fromarray(labels.astype(np.uint8)), path)

@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 
 from ssgan.checkpoint import load_checkpoint, save_checkpoint
-from ssgan.editing import SEEDS_HELP, atomic_path, colorize_seg, parse_seeds, save_latents, save_png, to_uint8
+from ssgan.editing import SEEDS_HELP, colorize_seg, parse_seeds, save_latents, save_png, to_uint8
+from ssgan.io import write_text
 
 MODEL_HELP = ("the model: an ssgan checkpoint (.safetensors), an original SemanticStyleGAN .pt, a training snapshot, "
               "or a training run directory (its final model, else its newest snapshot)")  # fmt: skip
@@ -44,8 +45,7 @@ def run_generate(args):
         save_png(to_uint8(result.image)[0], out / f"seed{seed:06d}_img.png")
         save_png(colorize_seg(result.seg)[0], out / f"seed{seed:06d}_seg.png")
         save_latents(out / f"seed{seed:06d}_w.npy", w)  # W [1, D], truncated as rendered
-    with atomic_path(out / "classes.json") as tmp:
-        tmp.write_text(json.dumps(list(ckpt.config.class_names)))
+    write_text(out / "classes.json", json.dumps(list(ckpt.config.class_names)))
     print(f"wrote {len(seeds)} samples to {out}")
 
 

@@ -4,7 +4,10 @@ Every class has its own colour band in HSV (a hue range, or "dark" for the eyes)
 channel, so a pixel's class can be read back from its colour: `segment_builtin` does that, and `agreement_score`
 compares it with a generator's segmentation (the demo's image-mask agreement metric).
 """
+import contextlib
+import hashlib
 import io
+import json
 import os
 import shutil
 import uuid
@@ -15,10 +18,12 @@ import torch
 from PIL import Image
 
 from ssgan.config import DEMO_CLASSES
+from ssgan.io import atomic_directory
 
 BUILTIN_CLASSES = DEMO_CLASSES
 BACKGROUND, FACE, EYES, BROWS, MOUTH, HAIR, NECK = range(len(BUILTIN_CLASSES))
 BUILTIN_VERSION = 1  # bump when the drawing changes, so stale caches are not reused
+CACHE_MANIFEST = "ssgan-manifest.json"  # {file name: SHA-256} of a complete cache
 CHUNK = 32  # images drawn per batch; fixed, so the first n images do not depend on num_images
 
 # Per class: hue range in degrees (None: any hue), saturation range, value range. Hue bands are disjoint; the eyes are
@@ -48,21 +53,56 @@ def builtin_dataset(num_images=2000, size=64, seed=0, cache_dir=None):
     """The procedural face dataset as a `datasets.Dataset` with "image" (RGB PNG) and "mask" (mode "L" labels 0..6).
 
     Drawn on first use and cached with save_to_disk under cache_dir (default $SSGAN_CACHE or ~/.cache/ssgan), keyed by
-    (num_images, size, seed, BUILTIN_VERSION). The same arguments always give the same bytes.
+    (num_images, size, seed, BUILTIN_VERSION). The same arguments always give the same bytes. The cache carries a
+    manifest of its files' SHA-256; a cache that does not match it (cut short, garbled, or left half-written) is
+    silently drawn again.
     """
     import datasets
 
     _check_args(num_images, size)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / f"builtin-v{BUILTIN_VERSION}-n{num_images}-s{size}-seed{seed}"
-    if not (path / "state.json").exists():
-        tmp = root / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-        generate_builtin(num_images, size, seed).save_to_disk(str(tmp))
-        try:
-            os.rename(tmp, path)
-        except OSError:  # another process cached it first
-            shutil.rmtree(tmp, ignore_errors=True)
+    if _cache_is_intact(path):
+        # whatever the reader makes of a cache that passed its manifest yet fails, it is drawn again
+        with contextlib.suppress(Exception):
+            return datasets.load_from_disk(str(path))
+    _write_cache(path, num_images, size, seed)
     return datasets.load_from_disk(str(path))
+
+
+def _digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cache_is_intact(path):
+    """Whether every file listed in the cache's manifest is there with its recorded SHA-256."""
+    try:
+        manifest = json.loads((path / CACHE_MANIFEST).read_text())
+        return bool(manifest) and all(_digest(path / name) == digest for name, digest in manifest.items())
+    except (OSError, ValueError, AttributeError):  # no manifest, an unreadable one, or a listed file missing
+        return False
+
+
+def _write_cache(path, num_images, size, seed):
+    """Draw the dataset into a temporary folder with its manifest and move it into place (`atomic_directory`),
+    after moving a damaged cache out of the way."""
+    if path.exists() and not _cache_is_intact(path):  # re-checked: another process may have replaced it meanwhile
+        stale = path.parent / f".{path.name}.damaged-{uuid.uuid4().hex[:8]}"
+        with contextlib.suppress(OSError):
+            os.rename(path, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        with atomic_directory(path) as tmp:
+            generate_builtin(num_images, size, seed).save_to_disk(str(tmp))
+            manifest = {p.name: _digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            (tmp / CACHE_MANIFEST).write_text(json.dumps(manifest, indent=1))
+    except OSError:
+        if not _cache_is_intact(path):  # unless another process cached it first
+            raise
 
 
 def generate_builtin(num_images=2000, size=64, seed=0):

@@ -13,7 +13,6 @@ an edited file is scanned again, and a damaged cache file is silently recomputed
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ssgan.images import UpsamplingWarning
+from ssgan.io import write_text
 from ssgan.train.data import CLASS_NAMES_FILE, DataError, LabelMap, _undecoded, _where, decode_row, label_count_problems
 
 CHECK_VERSION = 2  # bump when what a scan records changes, so stale caches are not reused
@@ -129,8 +129,7 @@ class DataCheck:
         if len(errors) > LISTED_ERRORS and error_file is not None:
             try:
                 error_file = Path(error_file)
-                error_file.parent.mkdir(parents=True, exist_ok=True)
-                error_file.write_text("\n".join(errors) + "\n")
+                write_text(error_file, "\n".join(errors) + "\n")
                 header = header.replace("all listed", f"the first {LISTED_ERRORS} listed here, all in {error_file}")
                 listed = errors[:LISTED_ERRORS]
             except OSError:  # no room for the list: it all goes in the message
@@ -262,15 +261,12 @@ def _read_cache(path, key, rows):
 
 
 def _write_cache(path, key, result):
-    """Write atomically (a temporary file renamed over), so a crash never leaves half a cache file."""
+    """Write atomically (`ssgan.io.write_text`), so a crash never leaves half a cache file."""
     saved = {"version": CHECK_VERSION, "key": key, "names": result.names, "mask_names": result.mask_names,
              "image_sizes": result.image_sizes,
              "label_counts": [None if c is None else sorted(c.items()) for c in result.label_counts],
              "problems": result.problems}  # fmt: skip
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-            json.dump(saved, f)
-        os.replace(f.name, path)
+        write_text(path, json.dumps(saved))
     except OSError as e:  # a cache that cannot be written only costs a rescan next time
         warnings.warn(f"cannot cache the dataset check in {path.parent}: {e}", stacklevel=3)

@@ -16,6 +16,13 @@ from ssgan.train.loop import (
 )  # fmt: skip
 
 
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def _metric_list(text):
     return tuple(m for m in text.split(",") if m) if text != "none" else ()
 
@@ -99,10 +106,13 @@ def register(sub):
     m = sub.add_parser("metrics", help="evaluate a checkpoint or run: FID, KID, agreement, class presence")
     m.add_argument("network", help="the model: an ssgan checkpoint (.safetensors), an original SemanticStyleGAN .pt, "
                    "a training snapshot, or a training run directory (its final model, else its newest snapshot)")
-    m.add_argument("--data", default="builtin", help="real data for FID/KID (default: %(default)s)")
+    m.add_argument("--data", default="builtin", help="real images for FID/KID: builtin, builtin:N, hf:<id>, a folder "
+                   "written by save_to_disk, a folder with images/ (and masks/), or a plain folder of images "
+                   "(default: %(default)s)")  # fmt: skip
     m.add_argument("--metrics", type=_metric_list, default=None, help="comma list (default: all that apply)")
-    m.add_argument("--num", type=int, default=1000, help="generated samples (default: %(default)s)")
-    m.add_argument("--batch", type=int, default=16)
+    m.add_argument("--num", type=_positive_int, default=1000, help="generated samples, and real ones up to the data "
+                   "set's size; FID is biased below 2048, KID is the metric for small counts (default: %(default)s)")
+    m.add_argument("--batch", type=_positive_int, default=16)
     m.add_argument("--inception", help="local TorchScript feature network for FID/KID")
     m.add_argument("--cache", help="folder for cached real-data statistics")
     m.add_argument("--device", default=None)
@@ -135,6 +145,8 @@ def _load_generator(path):
 
 
 def run_metrics(args):
+    import warnings
+
     import torch
     from ssgan.train import metrics
 
@@ -147,14 +159,24 @@ def run_metrics(args):
     if {"fid", "kid"} & set(names):
         from ssgan.train.data import open_dataset
 
-        dataset = open_dataset(args.data, G.cfg.size, G.cfg.num_classes)
-    results = metrics.evaluate(G, names, num_samples=args.num, batch=args.batch, device=device, dataset=dataset,
-                               data_key=f"{args.data}|{G.cfg.size}", builtin=builtin, inception=args.inception,
-                               cache_dir=args.cache, seed=args.seed)  # fmt: skip
-    print(json.dumps(results, indent=1))
+        # FID/KID read only the images: any source `ssgan train` reads, with or without masks, or a plain folder
+        dataset = open_dataset(args.data, G.cfg.size, G.cfg.num_classes, image_only=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", metrics.MetricWarning)
+        results = metrics.evaluate(G, names, num_samples=args.num, batch=args.batch, device=device, dataset=dataset,
+                                   data_key=f"{args.data}|{G.cfg.size}", builtin=builtin, inception=args.inception,
+                                   cache_dir=args.cache, seed=args.seed)  # fmt: skip
+    for w in caught:
+        if issubclass(w.category, metrics.MetricWarning):
+            print(f"ssgan metrics: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    print(json.dumps(results, indent=1, allow_nan=False))
     if args.out:
         metrics.append_results(args.out, results, network=str(args.network), num=args.num)
-    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
-    for k in failed:
-        print(f"ssgan metrics: {k}: {results[k]['error']}", file=sys.stderr)
-    return 1 if failed and len(failed) == len(results) else 0
+    errors = metrics.metric_errors(results)
+    for name, value in errors.items():
+        print(f"ssgan metrics: {name}: {value['error']}", file=sys.stderr)
+    # A metric that came out undefined fails the command; one that cannot run here only when nothing else ran.
+    undefined = [name for name, value in errors.items() if not value.get("unavailable")]
+    return 1 if undefined or len(errors) == len(metrics.metric_names(results)) else 0

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ssgan.config import CELEBAMASK_CLASSES
 from ssgan.images import to_rgb
+from ssgan.io import atomic_directory, write_text
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -482,7 +483,11 @@ def load_source(spec, size=64, image_only=False, cache_dir=None, seed=0, **hub_k
         raise FileNotFoundError(f"no dataset at {spec!r}: expected 'builtin', 'builtin:N', 'hf:<id>', "
                                 "a folder written by save_to_disk, or a folder of images")  # fmt: skip
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-        hf = datasets.load_from_disk(str(path))
+        try:
+            hf = datasets.load_from_disk(str(path))
+        except Exception as e:  # noqa: BLE001 (pyarrow, json and datasets each raise their own errors)
+            raise DataError(f"cannot read the save_to_disk folder {path}: it is damaged (cut short by a crash, a "
+                            f"full disk or an incomplete copy) ({type(e).__name__}: {e})") from None  # fmt: skip
         if isinstance(hf, datasets.DatasetDict):
             if "train" not in hf:
                 raise DataError(f"{path} holds splits {list(hf)} but no 'train' split")
@@ -492,7 +497,8 @@ def load_source(spec, size=64, image_only=False, cache_dir=None, seed=0, **hub_k
     elif path.is_dir():
         if not image_only:
             raise DataError(f"{path} has no images/ and masks/ sub-folders, so it is an image-only dataset "
-                            "(pass image_only=True to read its images without masks)")  # fmt: skip
+                            "(`ssgan train --image-only`, or image_only=True in Python, reads its images "
+                            "without masks)")  # fmt: skip
         hf = folder_dataset(path)
     else:
         raise DataError(f"{path} is a file; a dataset is a folder (of images, or written by save_to_disk)")
@@ -539,8 +545,8 @@ def parse_id2label(mapping):
 def write_class_names(folder, class_names):
     """Record class names (label order) in folder/id2label.json, where `open_dataset` finds them."""
     path = Path(folder) / CLASS_NAMES_FILE
-    path.write_text(json.dumps({str(k): name for k, name in enumerate(parse_id2label(dict(enumerate(class_names))))},
-                               indent=1) + "\n")  # fmt: skip
+    names = parse_id2label(dict(enumerate(class_names)))
+    write_text(path, json.dumps({str(k): name for k, name in enumerate(names)}, indent=1) + "\n")
     return path
 
 
@@ -684,7 +690,7 @@ def prepare_celebamask_hq(raw_dir, out_dir, size=512, num_proc=None, strict=Fals
                                  empty_parts=datasets.Sequence(datasets.Value("string")))  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     counts, empty_parts = {}, []
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as cache:
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as cache, atomic_directory(out) as tmp:
         parts = {}
         for split, split_indices in splits.items():
             if not split_indices:  # an empty split cannot be saved
@@ -712,8 +718,8 @@ def prepare_celebamask_hq(raw_dir, out_dir, size=512, num_proc=None, strict=Fals
         if not parts:
             first = next(iter(skipped.values()), f"ids {abbreviated(no_parts)} have no part files")
             raise DataError(f"none of the images in {root} can be used; the first: {first}")
-        datasets.DatasetDict(parts).save_to_disk(str(out))
+        datasets.DatasetDict(parts).save_to_disk(str(tmp))
         parts = part = None  # release the memory-mapped cache files before the folder is removed
-    write_class_names(out, CELEBAMASK_CLASSES)
+        write_class_names(tmp, CELEBAMASK_CLASSES)
     return {"train": counts.get("train", 0), "val": counts.get("validation", 0), "no_parts": no_parts,
             "skipped": skipped, "empty_parts": sorted(empty_parts)}  # fmt: skip

@@ -62,11 +62,14 @@ def run_builtin(args):
     from ssgan.train.builtin import BUILTIN_CLASSES, generate_builtin
     from ssgan.train.data import DataError, write_class_names
 
+    from ssgan.io import atomic_directory
+
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise DataError(f"output folder {out} already exists and is not empty")
-    generate_builtin(args.num_images, args.size, args.seed).save_to_disk(str(out))
-    write_class_names(out, BUILTIN_CLASSES)
+    with atomic_directory(out) as tmp:
+        generate_builtin(args.num_images, args.size, args.seed).save_to_disk(str(tmp))
+        write_class_names(tmp, BUILTIN_CLASSES)
     print(f"wrote {args.num_images} builtin faces at {args.size}x{args.size} (seed {args.seed}) to {out}")
     return 0
 

@@ -30,8 +30,7 @@ from ssgan.train import metrics as metrics_mod
 from ssgan.train.snapshot import (
     SnapshotError,
     capture_rng,
-    latest_snapshot,
-    load_snapshot,
+    load_latest_snapshot,
     prune_snapshots,
     restore_rng,
     save_snapshot,
@@ -43,6 +42,7 @@ from torch import nn
 import ssgan
 from ssgan.config import default_class_names
 from ssgan.editing import palette
+from ssgan.io import append_line, save_image, write_text
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -161,7 +161,7 @@ def resume_options(resume, given):
     A model checkpoint (not a snapshot) has no options: `given` alone decides."""
     path = Path(resume)
     if path.is_dir():
-        state = load_snapshot(latest_snapshot(path))
+        state = load_latest_snapshot(path)
     elif path.is_file():
         state = sniff_snapshot(path)
     else:
@@ -409,9 +409,7 @@ def sample_grid(out, num_classes):
 def save_png(array, path):
     from PIL import Image
 
-    tmp = Path(path).with_suffix(".tmp.png")
-    Image.fromarray(array).save(tmp)
-    os.replace(tmp, path)
+    save_image(Image.fromarray(array), path)
 
 
 # --- the trainer --------------------------------------------------------------------------------
@@ -506,7 +504,7 @@ class Trainer:
             return None, None
         path = Path(resume)
         if path.is_dir():
-            return load_snapshot(latest_snapshot(path)), None
+            return load_latest_snapshot(path), None
         if not path.is_file():
             raise FileNotFoundError(f"--resume {resume}: no such run directory or file")
         state = sniff_snapshot(path)
@@ -741,7 +739,7 @@ class Trainer:
                     "global_batch": self.global_batch, "ema_decay": self.ema_decay, "device": str(self.device),
                     "resumed_from": self.resumed_from, "start_step": self.step, "start_images": self.images_seen,
                     "command": sys.argv}  # fmt: skip
-            (self.run_dir / "training_options.json").write_text(json.dumps(info, indent=1, default=str))
+            write_text(self.run_dir / "training_options.json", json.dumps(info, indent=1, default=str))
             if self.opts.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -807,8 +805,7 @@ class Trainer:
                         f"time {entry['time']:7.1f}s  s/kimg {sec_per_kimg:6.1f}  "
                         + "  ".join(f"{k} {v:.4g}" for k, v in means.items()))  # fmt: skip
                     if self.rank == 0:
-                        with open(self.run_dir / "stats.jsonl", "a") as f:
-                            f.write(json.dumps(entry) + "\n")
+                        append_line(self.run_dir / "stats.jsonl", json.dumps(entry))
                         if self.tb is not None:
                             for k, v in means.items():
                                 self.tb.add_scalar(f"loss/{k}", v, self.images_seen)

@@ -1,17 +1,18 @@
 """Training snapshots: everything needed to continue a run exactly where it stopped.
 
 A snapshot is one `torch.save` file of tensors and plain Python values (no classes), written atomically
-(temp file, fsync, rename) and read back with `torch.load(weights_only=True)`, so loading one never
-runs pickled code. The RNG states of torch, numpy and Python are stored as tensors and tuples.
+(`ssgan.io.atomic_write`) and read back with `torch.load(weights_only=True)` after a CRC check, so loading one never
+runs pickled code and a damaged one is reported by name. The RNG states of torch, numpy and Python are stored as
+tensors and tuples.
 """
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ssgan.io import DamagedFileError, read_torch_file, torch_save
 
 SNAPSHOT_PATTERN = re.compile(r"snapshot-(\d{9})\.pt$")
 
@@ -22,28 +23,6 @@ class SnapshotError(ValueError):
 
 def snapshot_name(images_seen):
     return f"snapshot-{images_seen:09d}.pt"
-
-
-def atomic_torch_save(obj, path):
-    """torch.save to a temp file beside `path`, fsync it, then rename over `path` (and fsync the folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def capture_rng():
@@ -73,18 +52,21 @@ def restore_rng(state):
 
 def save_snapshot(path, state):
     """Write a training state (a dict of tensors, state dicts and plain values) atomically."""
-    return atomic_torch_save(state, path)
+    return torch_save(state, path)
 
 
 def load_snapshot(path):
-    """Read a snapshot written by `save_snapshot` without unpickling anything but tensors and containers."""
+    """Read a snapshot written by `save_snapshot` without unpickling anything but tensors and containers.
+    Raises DamagedFileError (naming the file) for a damaged one, SnapshotError for anything else that is not one."""
     path = Path(path)
     if not path.is_file():
         raise SnapshotError(f"no snapshot at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 (a truncated file, or a pickle that needs more than tensors)
-        raise SnapshotError(f"cannot read {path} as a training snapshot: {type(e).__name__}: {e}") from None
+        state = read_torch_file(path, "a training snapshot")
+    except DamagedFileError:
+        raise
+    except ValueError as e:  # not a torch.save file, or one that needs more than tensors
+        raise SnapshotError(str(e)) from None
     if not isinstance(state, dict) or state.get("format") != "ssgan-snapshot":
         raise SnapshotError(f"{path} is not an ssgan training snapshot")
     return state
@@ -123,6 +105,19 @@ def latest_snapshot(run_dir):
     if not snaps:
         raise SnapshotError(f"{run_dir} has no snapshot-*.pt to resume from")
     return snaps[-1]
+
+
+def load_latest_snapshot(run_dir):
+    """The newest snapshot of a run directory. When it is damaged, the error names it and the newest older snapshot,
+    which --resume can take instead."""
+    snaps = list_snapshots(run_dir)
+    if not snaps:
+        raise SnapshotError(f"{run_dir} has no snapshot-*.pt to resume from")
+    try:
+        return load_snapshot(snaps[-1])
+    except DamagedFileError as e:
+        hint = f"; the previous snapshot is {snaps[-2]} (pass it to --resume)" if len(snaps) > 1 else ""
+        raise DamagedFileError(f"{e}{hint}") from None
 
 
 def prune_snapshots(run_dir, keep):
