@@ -410,9 +410,9 @@ def load_checkpoint(path):
     path = resolve_model_path(path)
     with open(path, "rb") as f:
         head = f.read(16)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch zip or legacy pickle
-        ckpt = _from_torch_file(path)
-    else:
+    if head[8:9] == b"{":  # safetensors: an 8-byte header length, then the JSON header
         ckpt = _load_own(path)
+    else:  # a torch zip archive or a legacy pickle (or not a checkpoint at all, which the reader names)
+        ckpt = _from_torch_file(path)
     ckpt.source = path
     return ckpt

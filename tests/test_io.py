@@ -250,7 +250,7 @@ def test_a_damaged_metric_cache_found_mid_training_is_recomputed(tmp_path):
 
     net = torch.jit.script(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()))
     net.save(str(tmp_path / "features.pt"))
-    opts = TrainOptions(out=str(tmp_path / "runs"), batch=2, metrics=("fid", "kid"), metric_samples=4,
+    opts = TrainOptions(out=str(tmp_path / "runs"), batch=2, metrics=("fid", "kid"), metric_samples=4, image_only=True,
                         inception=str(tmp_path / "features.pt"), metric_cache=str(tmp_path / "cache"))  # fmt: skip
     trainer = Trainer(opts, dataset=_Images(6, 16), config=TINY, log=lambda *a, **k: None)
     trainer.run_dir = tmp_path
