@@ -230,11 +230,13 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def mean_latent(self, n=10_000, seed=0):
-        """Average w over n mapped z (cached), the centre of truncation."""
-        if self._w_avg is None or self._w_avg[0] != (n, seed):
-            device = self.local.weight.device
-            z = torch.randn(n, self.cfg.style_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-            self._w_avg = ((n, seed), self.mapping(z).mean(0, keepdim=True))
+        """Average w over n mapped z (cached per dtype and device), the centre of truncation. Returns [1, D]."""
+        weight = self.local.weight
+        key = (n, seed, weight.dtype, weight.device)
+        if self._w_avg is None or self._w_avg[0] != key:
+            z = torch.randn(n, self.cfg.style_dim, generator=torch.Generator().manual_seed(seed))
+            z = z.to(weight.device, weight.dtype)  # the same draw in every dtype
+            self._w_avg = (key, self.mapping(z).mean(0, keepdim=True))
         return self._w_avg[1]
 
     def to_expanded(self, z=None, w=None, psi=1.0, w_avg=None):

@@ -76,6 +76,21 @@ def test_float64_model_builds_nothing_in_float32(official64):
             assert not t.is_floating_point() or t.dtype == torch.float64, name
 
 
+def test_truncation_centre_follows_the_dtype():
+    """mean_latent maps the same draw of z in the model's dtype (and caches it per dtype)."""
+    cfg = ssgan.SSGConfig(
+        size=16, style_dim=16, n_mlp=2, class_names=("background", "a", "b"), transparent=(), local_channel=16,
+        coarse_channel=16, coarse_size=8, min_feat_size=4, render_channels={8: 16, 16: 16},
+    )  # fmt: skip
+    g = ssgan.Generator(cfg)
+    w_avg32 = g.mean_latent(n=100)
+    g.double()
+    w_avg64 = g.mean_latent(n=100)
+    assert w_avg64.dtype == torch.float64
+    torch.testing.assert_close(w_avg64.float(), w_avg32)
+    assert g(z=torch.randn(1, 16, dtype=torch.float64), psi=0.7).image.dtype == torch.float64
+
+
 # --- one training iteration -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def train_step():
