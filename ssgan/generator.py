@@ -42,7 +42,8 @@ class MappingNetwork(nn.Module):
 
 def fourier_encoding(size, frequencies, dtype=None, device=None):
     """Fixed sin/cos encoding of a size x size grid in [-1, 1]^2: [x, y, sin(f x), sin(f y), cos(f x), cos(f y), ...]
-    with f = 1, 2, ..., 2^(frequencies-1). Returns [size * size, 2 * (2 * frequencies + 1)] in `dtype` (default: torch's)."""
+    with f = 1, 2, ..., 2^(frequencies-1). Returns [size * size, 2 * (2 * frequencies + 1)] in `dtype` (default:
+    torch's default dtype)."""
     axis = torch.linspace(-1, 1, size, dtype=dtype, device=device)
     ys, xs = torch.meshgrid(axis, axis, indexing="ij")
     coords = torch.stack([xs, ys], -1).reshape(-1, 2)  # [P, 2]
