@@ -175,7 +175,7 @@ class GeneratorStep(nn.Module):
             w_expanded.requires_grad_(True)
         out = G.synthesis(w_expanded, noise_mode="random")
         values = {name: getattr(out, name) for name in outputs if name != "path_lengths"}
-        if "path_lengths" in outputs:
+        if path_step:
             values["path_lengths"] = losses.path_lengths(out.image.float(), out.w_expanded)
         return tuple(values[name] for name in outputs)
 
