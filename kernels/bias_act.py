@@ -66,8 +66,8 @@ if triton is not None:
         total,
         channels,
         inner,
-        alpha,
-        gain,
+        alpha: tl.constexpr,  # constants, not float arguments: those are float32 in compiled kernels, and
+        gain: tl.constexpr,  # a constant takes the dtype it meets (float64 under F64, float32 otherwise)
         HAS_BIAS: tl.constexpr,
         LRELU: tl.constexpr,
         GRAD: tl.constexpr,

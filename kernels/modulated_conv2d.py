@@ -239,7 +239,9 @@ class _ScaledConv2d(torch.autograd.Function):
             if noise is not None:
                 pre = pre + noise_strength * noise
             pre = pre + bias[:, None, None]
-            grad = grad * torch.where(pre > 0, SQRT2, LRELU_SLOPE * SQRT2).to(grad.dtype)
+            # the slopes as tensors of grad's dtype: torch.where of two Python floats rounds them to float32
+            slope = torch.where(pre > 0, grad.new_tensor(SQRT2), grad.new_tensor(LRELU_SLOPE * SQRT2))
+            grad = grad * slope
             grad_bias = grad.sum([0, 2, 3]) if needs[5] else None
             if noise is not None and needs[6]:
                 grad_noise = (grad * noise_strength).sum(1, keepdim=True)

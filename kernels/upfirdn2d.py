@@ -91,6 +91,18 @@ def upfirdn2d_naive(x, kernel, up=1, down=1, padding=0):
     return x[:, :, ::down, ::down] if down > 1 else x
 
 
+def _depthwise(op, x, kernel, **kwargs):
+    """`op` (F.conv2d or F.conv_transpose2d) of every channel of x [NCHW] with the same kernel [kh, kw]."""
+    n, c, h, w = x.shape
+    kernel = kernel.to(x.dtype)[None, None]  # [1, 1, kh, kw]
+    if x.dtype == torch.float64 and x.device.type == "cpu":
+        # oneDNN has no float64 convolution, and PyTorch's fallback runs a grouped one group by group (about
+        # 100x slower here); one single-channel op over the N*C maps computes the same sums.
+        y = op(x.reshape(n * c, 1, h, w), kernel, **kwargs)
+        return y.reshape(n, c, *y.shape[2:])
+    return op(x, kernel.expand(c, 1, -1, -1), groups=c, **kwargs)
+
+
 def upfirdn2d_reference(x, kernel, up=1, down=1, padding=0):
     """x: [NCHW]; kernel: [kh, kw]. padding: int, (pad0, pad1) on both axes, or (x0, x1, y0, y1).
 
@@ -100,21 +112,18 @@ def upfirdn2d_reference(x, kernel, up=1, down=1, padding=0):
     convolution, and the symmetric part of the padding goes to the convolution instead of a padded copy.
     """
     (px0, px1, py0, py1), _ = _check(x, kernel, up, down, padding)
-    c = x.shape[1]
     kh, kw = kernel.shape
     if up == 1:
-        weight = torch.flip(kernel, [0, 1]).to(x.dtype)[None, None].expand(c, 1, kh, kw)  # [C, 1, kh, kw]
         sy, sx = max(min(py0, py1), 0), max(min(px0, px1), 0)
         if (px0, px1, py0, py1) != (sx, sx, sy, sy):
             x = _pad(x, px0 - sx, px1 - sx, py0 - sy, py1 - sy)  # the asymmetric rest
-        return F.conv2d(x, weight, stride=down, padding=(sy, sx), groups=c)
+        return _depthwise(F.conv2d, x, torch.flip(kernel, [0, 1]), stride=down, padding=(sy, sx))
     # The transposed convolution's full output (length (n - 1) * up + k) holds the naive result from
     # index k - 1 - p0 on, and ends k - up - p1 before the naive result's end (negative: pad with zeros).
-    weight = kernel.to(x.dtype)[None, None].expand(c, 1, kh, kw)  # [C, 1, kh, kw]
     start_y, end_y, start_x, end_x = kh - 1 - py0, kh - up - py1, kw - 1 - px0, kw - up - px1
     cy = min(max(min(start_y, end_y), 0), kh - 1)
     cx = min(max(min(start_x, end_x), 0), kw - 1)
-    x = F.conv_transpose2d(x, weight, stride=up, padding=(cy, cx), groups=c)
+    x = _depthwise(F.conv_transpose2d, x, kernel, stride=up, padding=(cy, cx))
     if (start_y, end_y, start_x, end_x) != (cy, cy, cx, cx):
         x = _pad(x, cx - start_x, cx - end_x, cy - start_y, cy - end_y)
     return x[:, :, ::down, ::down] if down > 1 else x

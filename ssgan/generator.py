@@ -41,14 +41,15 @@ class MappingNetwork(nn.Module):
         return x
 
 
-def fourier_encoding(size, frequencies):
-    """Fixed sin/cos encoding of a size x size grid in [-1, 1]^2: [x, y, sin(f x), sin(f y), cos(f x), cos(f y), ...]."""
-    axis = torch.linspace(-1, 1, size)
+def fourier_encoding(size, frequencies, dtype=None, device=None):
+    """Fixed sin/cos encoding of a size x size grid in [-1, 1]^2: [x, y, sin(f x), sin(f y), cos(f x), cos(f y), ...]
+    with f = 1, 2, ..., 2^(frequencies-1). Returns [size * size, 2 * (2 * frequencies + 1)] in `dtype` (default:
+    torch's default dtype)."""
+    axis = torch.linspace(-1, 1, size, dtype=dtype, device=device)
     ys, xs = torch.meshgrid(axis, axis, indexing="ij")
     coords = torch.stack([xs, ys], -1).reshape(-1, 2)  # [P, 2]
-    bands = 2.0 ** torch.linspace(0, frequencies - 1, frequencies)
     features = [coords]
-    for f in bands:
+    for f in (2.0**n for n in range(frequencies)):
         features += [torch.sin(f * coords), torch.cos(f * coords)]
     return torch.cat(features, -1)  # [P, 2 * (2N + 1)]
 
@@ -60,8 +61,7 @@ class LocalGenerators(nn.Module):
         super().__init__()
         K, L, C, D, Fc = cfg.num_classes, cfg.local_layers, cfg.local_channel, cfg.style_dim, cfg.coarse_channel
         self.cfg = cfg
-        self.register_buffer("encoding", fourier_encoding(cfg.coarse_size, cfg.pos_frequencies), persistent=False)
-        self.pos_weight = nn.Parameter(torch.randn(C, self.encoding.shape[1]))  # learned 1x1 projection
+        self.pos_weight = nn.Parameter(torch.randn(C, 2 * (2 * cfg.pos_frequencies + 1)))  # learned 1x1 projection
         self.weight = nn.Parameter(torch.randn(K, L, C, C))
         self.bias = nn.Parameter(torch.zeros(K, L, C))
         self.style_weight = nn.Parameter(torch.randn(K, L, C, D))
@@ -79,7 +79,10 @@ class LocalGenerators(nn.Module):
         """w_expanded: [B, K*L, D] -> features [B, F, G, G], mask m [B, K, G, G], depths [B, K, G, G]."""
         cfg = self.cfg
         C, G = cfg.local_channel, cfg.coarse_size
-        pos = self.encoding @ (self.pos_weight / math.sqrt(self.encoding.shape[1])).t()  # [P, C], computed once
+        # The encoding is built here, in the working dtype, like the original's: a buffer built once in float32
+        # would only be widened by .double(), and the float64 model would then differ from the original by 1e-7.
+        encoding = fourier_encoding(G, cfg.pos_frequencies, self.pos_weight.dtype, self.pos_weight.device)  # [P, E]
+        pos = encoding @ (self.pos_weight / math.sqrt(encoding.shape[1])).t()  # [P, C], computed once for all B, K
         w = rearrange(w_expanded, "b (k l) d -> b k l d", k=cfg.num_classes)
         styles = einsum(w, self.style_weight, "b k l d, k l c d -> b k l c") / math.sqrt(cfg.style_dim)
         styles = styles + self.style_bias
@@ -230,11 +233,13 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def mean_latent(self, n=10_000, seed=0):
-        """Average w over n mapped z (cached), the centre of truncation."""
-        if self._w_avg is None or self._w_avg[0] != (n, seed):
-            device = self.local.weight.device
-            z = torch.randn(n, self.cfg.style_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-            self._w_avg = ((n, seed), self.mapping(z).mean(0, keepdim=True))
+        """Average w over n mapped z (cached per dtype and device), the centre of truncation. Returns [1, D]."""
+        weight = self.local.weight
+        key = (n, seed, weight.dtype, weight.device)
+        if self._w_avg is None or self._w_avg[0] != key:
+            z = torch.randn(n, self.cfg.style_dim, generator=torch.Generator().manual_seed(seed))
+            z = z.to(weight.device, weight.dtype)  # the same draw in every dtype
+            self._w_avg = (key, self.mapping(z).mean(0, keepdim=True))
         return self._w_avg[1]
 
     def to_expanded(self, z=None, w=None, psi=1.0, w_avg=None):

@@ -227,3 +227,17 @@ def test_bad_inputs_are_named():
         styled_conv2d(x, weight, torch.randn(4), torch.zeros(3), torch.randn(1, 1, 5, 5), impl="triton")
     with pytest.raises(ValueError, match="same dtype"):
         modulated_conv2d(x.half(), weight, torch.randn(4), impl="triton")
+
+
+def test_float64_backward_to_rounding():
+    """In float64 the Triton backward agrees with the reference to rounding (1e-12): no constant of the backward is
+    rounded to float32 (the leaky-ReLU slopes were, which gradcheck's 1e-5 tolerance cannot see)."""
+    case = dict(batch=2, in_ch=5, out_ch=4, height=4, width=3, kernel=3, up=2, shared=True, demodulate=True,
+                styled=True, noise_batch=1)  # fmt: skip
+    tensors = make_inputs(case, torch.float64, requires_grad=True)
+    weights = torch.randn(case["batch"], case["out_ch"], 8, 6, dtype=torch.float64)
+    grads = {}
+    for impl in ("triton", "reference"):
+        grads[impl] = torch.autograd.grad((run(case, tensors, impl) * weights).sum(), list(tensors.values()))
+    for name, ours, ref in zip(tensors, grads["triton"], grads["reference"]):
+        assert rel_err(ours, ref) < 1e-12, name

@@ -9,7 +9,7 @@ from conftest import shared_path
 from hypothesis import given
 from hypothesis import strategies as st
 from ssgan.train import losses, metrics
-from ssgan.train.loop import Trainer, TrainingDiverged, TrainOptions, resume_options, sample_grid, train
+from ssgan.train.loop import GeneratorStep, Trainer, TrainingDiverged, TrainOptions, resume_options, sample_grid, train
 from ssgan.train.snapshot import (
     SnapshotError,
     capture_rng,
@@ -109,6 +109,29 @@ def test_path_length_of_a_linear_map():
     penalty, new_mean, batch_mean = losses.path_length_penalty(lengths, 0.0, 0.01)
     assert new_mean == pytest.approx(0.01 * batch_mean.item())
     assert penalty.requires_grad
+
+
+def test_path_length_penalty_differentiates_through_the_running_mean():
+    """As in the original and NVlabs StyleGAN2-ADA: a = a0 + decay (mean(l) - a0) is not detached, so
+    d/dl_i mean_j (l_j - a)^2 = 2 (l_i - a) / B - decay * 2 mean_j (l_j - a) / B."""
+    lengths = torch.tensor([0.5, 0.8, 1.1], dtype=torch.float64, requires_grad=True)
+    a0, decay, B = 0.3, 0.01, 3
+    penalty, new_mean, batch_mean = losses.path_length_penalty(lengths, a0, decay)
+    (grad,) = torch.autograd.grad(penalty, lengths)
+    l = lengths.detach()  # noqa: E741
+    a = a0 + decay * (l.mean() - a0)
+    torch.testing.assert_close(grad, 2 * (l - a) / B - decay * 2 * (l - a).mean() / B)
+    assert new_mean == pytest.approx(a.item(), rel=1e-15)
+    assert batch_mean.item() == pytest.approx(l.mean().item(), rel=1e-15)
+
+
+def test_path_step_latents_are_leaves():
+    """The path-length step takes its latents from the mapping without gradient, as the original does."""
+    G = ssgan.Generator(TINY)
+    _, lengths = GeneratorStep(G, mixing=0.5)(2, outputs=("image", "path_lengths"))
+    lengths.sum().backward()
+    assert all(p.grad is None for p in G.mapping.parameters())
+    assert G.local.weight.grad is not None and G.render.convs[0].weight.grad is not None
 
 
 @given(batch=st.integers(1, 5), mixing=st.sampled_from([0.0, 1.0]))

@@ -297,10 +297,15 @@ class GeneratorStep(nn.Module):
     def forward(self, batch, outputs=("image", "seg", "coarse_seg")):
         G = self.G
         device = G.local.weight.device
-        w_plus = losses.sample_w_plus(G.mapping, G.layout, G.mix, batch, G.cfg.style_dim, self.mixing, device)
-        out = G.synthesis(G.expand(w_plus), noise_mode="random")
+        path_step = "path_lengths" in outputs
+        with torch.no_grad() if path_step else nullcontext():
+            w_plus = losses.sample_w_plus(G.mapping, G.layout, G.mix, batch, G.cfg.style_dim, self.mixing, device)
+            w_expanded = G.expand(w_plus)
+        if path_step:  # as in the original, the latents are leaves: the penalty does not train the mapping network
+            w_expanded.requires_grad_(True)
+        out = G.synthesis(w_expanded, noise_mode="random")
         values = {name: getattr(out, name) for name in outputs if name != "path_lengths"}
-        if "path_lengths" in outputs:
+        if path_step:
             values["path_lengths"] = losses.path_lengths(out.image.float(), out.w_expanded)
         return tuple(values[name] for name in outputs)
 

@@ -47,27 +47,32 @@ def mask_loss(coarse_seg, seg):
     return F.mse_loss(coarse_seg, F.adaptive_avg_pool2d(seg, coarse_seg.shape[-2:]))
 
 
-def path_lengths(image, w_expanded):
+def path_lengths(image, w_expanded, noise=None):
     """Per-sample Jacobian norm of the image w.r.t. the expanded latents, probed with random image noise.
 
     image: [B, 3, S, S] computed from w_expanded [B, N, D]. Path length = sqrt(mean over the N vectors of
-    the squared gradient summed over D). The graph is kept so that the result can be regularised.
+    the squared gradient summed over D). noise: the probe y [B, 3, S, S], already divided by sqrt(S * S)
+    (drawn as randn / sqrt(S * S) when None). The graph is kept so that the result can be regularised. Returns [B].
     """
-    noise = torch.randn_like(image) / math.sqrt(image.shape[2] * image.shape[3])
+    if noise is None:
+        noise = torch.randn_like(image) / math.sqrt(image.shape[2] * image.shape[3])
+    elif noise.shape != image.shape:
+        raise ValueError(f"noise must have the image's shape {tuple(image.shape)}, got {tuple(noise.shape)}")
     (grad,) = torch.autograd.grad((image * noise).sum(), w_expanded, create_graph=True)
     return grad.square().sum(2).mean(1).sqrt()  # [B]
 
 
 def path_length_penalty(lengths, mean_path_length, decay):
-    """StyleGAN2 path-length penalty: mean (|J^T y| - a)^2 with a a running mean of the path lengths.
+    """StyleGAN2 path-length penalty mean((l - a)^2), a = a0 + decay * (mean(l) - a0) the updated running mean.
 
-    lengths: [B] from `path_lengths`. Returns the penalty, the updated running mean (a float) and the
-    batch's mean path length.
+    lengths: [B] from `path_lengths`; mean_path_length: a0, a float. As in the original (and NVlabs
+    StyleGAN2-ADA), a is not detached inside the penalty: part of the gradient flows through mean(l).
+    Returns the penalty (a scalar tensor), a as a float (the next step's a0) and the batch's mean length.
     """
-    batch_mean = lengths.mean().detach()
-    new_mean = mean_path_length + decay * (batch_mean.item() - mean_path_length)
+    batch_mean = lengths.mean()
+    new_mean = mean_path_length + decay * (batch_mean - mean_path_length)
     penalty = (lengths - new_mean).square().mean()
-    return penalty, new_mean, batch_mean
+    return penalty, float(new_mean.detach()), batch_mean.detach()
 
 
 def sample_w_plus(mapping, layout, mix, batch, style_dim, mixing_prob, device):
