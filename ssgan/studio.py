@@ -254,32 +254,23 @@ def _enlarge(rgb, size):
     return E.resize_nearest(rgb[None], size * display_scale(size))[0]
 
 
-def legend_html(cfg, labels, selected=None, visible=None):
-    """The class legend: a colour chip, the name and the share of pixels per class; the selected one outlined."""
-    share = np.bincount(labels.ravel(), minlength=cfg.num_classes) / labels.size
-    chips = []
-    for k, name in enumerate(cfg.class_names):
-        r, g, b = E.PALETTE[k]
-        classes = "chip" + (" selected" if k == selected else "") + (" hidden" if visible and k not in visible else "")
-        chips.append(
-            f'<span class="{classes}" data-class="{name}"><span class="swatch" style="background:rgb({r},{g},{b})">'
-            f'</span>{name} <small>{100 * share[k]:.0f}%</small></span>'
-        )
-    return f'<div class="legend">{"".join(chips)}</div>'
-
-
 CSS = """
-.legend {display: flex; flex-wrap: wrap; gap: 6px; margin: 4px 0;}
-.legend .chip {display: inline-flex; align-items: center; gap: 6px; padding: 2px 10px 2px 4px; border-radius: 999px;
-  border: 1px solid var(--border-color-primary); font-size: 0.9em; background: var(--background-fill-secondary);}
-.legend .chip small {opacity: 0.6;}
-.legend .chip.selected {outline: 2px solid var(--color-accent); font-weight: 600;}
-.legend .chip.hidden {opacity: 0.4; text-decoration: line-through;}
-.legend .swatch {width: 14px; height: 14px; border-radius: 50%; border: 1px solid #8888;}
 #studio-title h1 {margin-bottom: 0;}
 .pixelated img {image-rendering: pixelated;}
+#region .wrap {gap: 6px;}
+#region label span::before {content: ""; display: inline-block; width: 13px; height: 13px; margin-right: 6px;
+  border-radius: 50%; border: 1px solid #8888; vertical-align: -2px; background: var(--swatch);}
 footer {display: none !important;}
 """
+
+
+def page_css(cfg):
+    """The page's style: each class's colour in the segmentation becomes its swatch in the legend."""
+    swatches = "\n".join(
+        f'#region input[value="{name}"] + span {{--swatch: rgb({r}, {g}, {b});}}'
+        for name, (r, g, b) in zip(cfg.class_names, E.PALETTE)
+    )
+    return CSS + swatches + "\n"
 
 
 def build_app(studio: Studio, workdir=None):
@@ -307,14 +298,14 @@ def build_app(studio: Studio, workdir=None):
         return wrapped
 
     def show(st):
-        """Outputs of every render: state, image, seg, depth, legend, region, status."""
+        """Outputs of every render: state, image, seg, depth, region, status."""
         view = st.render()
         depth = None if view.depth is None else _enlarge(view.depth, S)
         region = None if st.region is None else names[st.region]
         status = (f"{'region **' + region + '**' if region else 'no region selected'} · "
                   f"shape {st.shape:.2f}, texture {st.texture:.2f} · rendered in {1000 * view.render_seconds:.0f} ms")
         return (st, _enlarge(view.image, S), _enlarge(view.seg, S), gr.update(value=depth, visible=st.show_depth),
-                legend_html(cfg, view.labels, st.region, st.visible), gr.update(value=region), status)
+                region, status)
 
     def source_preview(st):
         with torch.no_grad():
@@ -324,23 +315,23 @@ def build_app(studio: Studio, workdir=None):
     with gr.Blocks(title="ssgan studio", analytics_enabled=False) as app:
         state = gr.State()
         gr.Markdown(
-            "# ssgan studio\nPick a region (click the image or the segmentation, or choose it on the right), then "
-            "blend its **shape** and **texture** towards the source; every other region stays put.",
+            "# ssgan studio\nPick a region (click a pixel of the image or the segmentation, or a class in the "
+            "legend), then blend its **shape** and **texture** towards the source; every other region stays put.",
             elem_id="studio-title",
         )
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=240):
+            with gr.Column(scale=1, min_width=270):
                 with gr.Group():
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                     with gr.Row():
-                        sample_btn = gr.Button("Sample", variant="primary", size="sm")
-                        random_btn = gr.Button("Random", size="sm")
+                        sample_btn = gr.Button("Sample", variant="primary", size="sm", min_width=80)
+                        random_btn = gr.Button("Random seed", size="sm", min_width=80)
                     psi = gr.Slider(0, 1.5, studio.psi, step=0.05, label="Truncation ψ")
                 with gr.Group():
                     source_seed = gr.Number(1, label="Source seed", precision=0, minimum=0)
                     with gr.Row():
-                        source_btn = gr.Button("Use as source", size="sm")
-                        source_random = gr.Button("Random", size="sm")
+                        source_btn = gr.Button("Use as source", size="sm", min_width=80)
+                        source_random = gr.Button("Random seed", size="sm", min_width=80)
                     source_img = gr.Image(label="Source", format="png", interactive=False, height=160,
                                           elem_id="source", elem_classes="pixelated", buttons=[])
                 with gr.Accordion("Your photo", open=False):
@@ -348,8 +339,8 @@ def build_app(studio: Studio, workdir=None):
                     steps = gr.Slider(10, 1000, 200, step=10, label="Inversion steps")
                     use_as = gr.Radio(["edit it", "as source"], value="edit it", label="Use the photo")
                     with gr.Row():
-                        invert_btn = gr.Button("Invert", variant="primary", size="sm")
-                        cancel_btn = gr.Button("Cancel", variant="stop", size="sm")
+                        invert_btn = gr.Button("Invert", variant="primary", size="sm", min_width=80)
+                        cancel_btn = gr.Button("Cancel", variant="stop", size="sm", min_width=80)
                 with gr.Accordion("Open a latent", open=False):
                     latent_file = gr.File(label=".npy / .safetensors (W or W+)", file_types=[".npy", ".safetensors"])
                     latent_as = gr.Radio(["edit it", "as source"], value="edit it", label="Use the latent")
@@ -361,23 +352,23 @@ def build_app(studio: Studio, workdir=None):
                                    elem_classes="pixelated", buttons=["download"])
                     depth = gr.Image(label="Pseudo-depth of the region", format="png", interactive=False,
                                      elem_id="depth", elem_classes="pixelated", visible=False, buttons=[])
-                legend = gr.HTML(elem_id="legend")
+                region = gr.Radio(names, label="Legend · the selected region", elem_id="region")
                 status = gr.Markdown(elem_id="status")
+                export_btn = gr.Button("Prepare downloads", size="sm")
+                files = gr.File(label="Image, segmentation, labels, latent (W+ .npy)", file_count="multiple",
+                                interactive=False, elem_id="downloads", visible=False)
+            with gr.Column(scale=1, min_width=260):
+                shape = gr.Slider(0, 1, 0, step=0.01, label="Shape", info="0 = this sample, 1 = the source",
+                                  elem_id="shape")
+                texture = gr.Slider(0, 1, 0, step=0.01, label="Texture", info="0 = this sample, 1 = the source",
+                                    elem_id="texture")
                 with gr.Row():
-                    export_btn = gr.Button("Prepare downloads", size="sm", scale=0, min_width=180)
-                    files = gr.File(label="Image, segmentation, labels, latent (W+ .npy)", file_count="multiple",
-                                    interactive=False, elem_id="downloads", height=120)
-            with gr.Column(scale=1, min_width=240):
-                region = gr.Radio(names, label="Region", elem_id="region")
-                shape = gr.Slider(0, 1, 0, step=0.01, label="Shape from source", elem_id="shape")
-                texture = gr.Slider(0, 1, 0, step=0.01, label="Texture from source", elem_id="texture")
-                with gr.Row():
-                    keep_btn = gr.Button("Keep edit", size="sm")
-                    reset_btn = gr.Button("Reset", size="sm")
+                    keep_btn = gr.Button("Keep edit", size="sm", min_width=80)
+                    reset_btn = gr.Button("Reset", size="sm", min_width=80)
                 show_depth = gr.Checkbox(False, label="Show the region's pseudo-depth")
                 components = gr.CheckboxGroup(names, value=names, label="Components drawn", elem_id="components")
 
-        view = [state, image, seg, depth, legend, region, status]
+        view = [state, image, seg, depth, region, status]
 
         def start():
             st = new_studio()
@@ -411,14 +402,14 @@ def build_app(studio: Studio, workdir=None):
             st.select_at(x, y)
             return show(st)
 
-        image.select(errors(on_pick), [state], view)
-        seg.select(errors(on_pick), [state], view)
+        image.select(errors(on_pick), [state], view, show_progress="hidden")
+        seg.select(errors(on_pick), [state], view, show_progress="hidden")
 
         def on_region(st, name):
             st.select_region(name)
             return show(st)
 
-        region.input(errors(on_region), [state, region], view)
+        region.input(errors(on_region), [state, region], view, show_progress="hidden")
 
         def on_blend(st, shape_value, texture_value):
             st.set_blend(shape_value, texture_value)
@@ -443,13 +434,13 @@ def build_app(studio: Studio, workdir=None):
             st.set_show_depth(value)
             return show(st)
 
-        show_depth.input(errors(on_depth), [state, show_depth], view)
+        show_depth.input(errors(on_depth), [state, show_depth], view, show_progress="hidden")
 
         def on_components(st, value):
             st.set_visible(value)
             return show(st)
 
-        components.input(errors(on_components), [state, components], view)
+        components.input(errors(on_components), [state, components], view, show_progress="hidden")
 
         def on_invert(st, path, n_steps, target, progress=gr.Progress()):
             if not path:
@@ -464,7 +455,8 @@ def build_app(studio: Studio, workdir=None):
                 gr.Info(f"inverted {Path(path).name}: loss {loss:.4f}")
             return (*show(st), source_preview(st), 0, 0)
 
-        invert_btn.click(errors(on_invert), [state, photo, steps, use_as], [*view, source_img, shape, texture])
+        invert_btn.click(errors(on_invert), [state, photo, steps, use_as], [*view, source_img, shape, texture],
+                         show_progress_on=[photo])  # fmt: skip
         cancel_btn.click(lambda st: st.cancel(), [state], None, queue=False)
 
         def on_latent(st, path, target):
@@ -475,7 +467,7 @@ def build_app(studio: Studio, workdir=None):
         latent_file.upload(errors(on_latent), [state, latent_file, latent_as], [*view, source_img, shape, texture])
 
         def on_export(st):
-            return [str(p) for p in st.export(Path(tempfile.mkdtemp(dir=workdir)))]
+            return gr.update(value=[str(p) for p in st.export(Path(tempfile.mkdtemp(dir=workdir)))], visible=True)
 
         export_btn.click(errors(on_export), [state], files)
     app.workdir = workdir
@@ -491,7 +483,7 @@ def launch(studio: Studio, host="127.0.0.1", port=None, block=True):
     theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                            font_mono=["ui-monospace", "monospace"])  # system fonts: nothing fetched
     _, url, _ = app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=True,
-                           ssr_mode=False, theme=theme, css=CSS, footer_links=[], allowed_paths=[str(app.workdir)],
+                           ssr_mode=False, theme=theme, css=page_css(studio.cfg), footer_links=[], allowed_paths=[str(app.workdir)],
                            mcp_server=False, pwa=False)  # fmt: skip
     if block:
         print(f"ssgan studio: open {url} (Ctrl+C to stop)", flush=True)

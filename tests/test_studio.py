@@ -308,16 +308,15 @@ def test_browser_click_region_move_slider(G, ckpt):
             page.route("**/*", route)
             page.goto(url)
             page.wait_for_selector("#image img", timeout=60_000)
-            page.wait_for_selector("#legend .chip")
             before, src = served_image(page, "#image")
             assert np.array_equal(before[::scale, ::scale], expected.image)
             page.screenshot(path=ARTIFACTS / "1-loaded.png", full_page=True)
 
-            # Click the mouth in the segmentation: the region radio and the legend follow.
+            # Click the mouth in the segmentation: the legend and the status line follow.
             box = page.locator("#seg img").bounding_box()
             page.mouse.click(box["x"] + (x + 0.5) / S * box["width"], box["y"] + (y + 0.5) / S * box["height"])
-            page.wait_for_selector("#legend .chip.selected[data-class=mouth]", timeout=20_000)
-            assert page.locator("#region input:checked").get_attribute("value") == "mouth"
+            page.wait_for_selector("#region input[value=mouth]:checked", timeout=20_000)
+            assert page.locator("#status").inner_text().startswith("region mouth")
 
             # Drag the texture slider to the end, as a person would.
             track = page.locator("#texture input[type=range]").bounding_box()
