@@ -335,14 +335,16 @@ def build_app(studio: Studio, workdir=None):
                     source_img = gr.Image(label="Source", format="png", interactive=False, height=160,
                                           elem_id="source", elem_classes="pixelated", buttons=[])
                 with gr.Accordion("Your photo", open=False):
-                    photo = gr.Image(label="Aligned face photo", type="filepath", sources=["upload"], height=160)
+                    photo = gr.Image(label="Aligned face photo", type="filepath", sources=["upload"], height=160,
+                                     elem_id="photo")
                     steps = gr.Slider(10, 1000, 200, step=10, label="Inversion steps")
                     use_as = gr.Radio(["edit it", "as source"], value="edit it", label="Use the photo")
                     with gr.Row():
                         invert_btn = gr.Button("Invert", variant="primary", size="sm", min_width=80)
                         cancel_btn = gr.Button("Cancel", variant="stop", size="sm", min_width=80)
                 with gr.Accordion("Open a latent", open=False):
-                    latent_file = gr.File(label=".npy / .safetensors (W or W+)", file_types=[".npy", ".safetensors"])
+                    latent_file = gr.File(label=".npy / .safetensors (W or W+)", file_types=[".npy", ".safetensors"],
+                                          elem_id="latent-file")
                     latent_as = gr.Radio(["edit it", "as source"], value="edit it", label="Use the latent")
             with gr.Column(scale=3):
                 with gr.Row():

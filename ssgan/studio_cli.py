@@ -1,13 +1,12 @@
 """`ssgan studio`: the region-editing web page (needs the optional extra: pip install "ssgan[studio]")."""
+import importlib.util
 import sys
 
 
 def run_studio(args):
     from ssgan.studio import INSTALL_HINT, Studio, launch
 
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("gradio") is None:  # before loading a model that could not be shown
         print(f"ssgan studio: error: {INSTALL_HINT}", file=sys.stderr)
         return 2
     studio = Studio.from_checkpoint(args.ckpt, device=args.device, psi=args.psi, seed=args.seed)

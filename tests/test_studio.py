@@ -1,5 +1,6 @@
 """`ssgan studio`: the Studio actions as plain functions, the command without Gradio, and the page in a real browser
 (headless Chromium driven by Playwright): click a region, move a slider, the image changes there and nowhere else."""
+import importlib.util
 import os
 import re
 import socket
@@ -75,6 +76,16 @@ def interior_pixel(labels, k):
 def dilate(mask, pixels):
     m = torch.from_numpy(mask).float()[None, None]
     return F.max_pool2d(m, 2 * pixels + 1, 1, pixels)[0, 0].numpy() > 0
+
+
+def needs(modules=("gradio",), chromium=False):
+    """Skip without Gradio (or Playwright and Debian's Chromium); CI installs them all, so there it fails instead."""
+    missing = [f'{m} (pip install -e ".[studio]" playwright)' for m in modules if importlib.util.find_spec(m) is None]
+    if chromium and not Path(CHROMIUM).exists():
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    if missing:
+        message = f"this test needs {', '.join(missing)}"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
 
 
 # --- the actions, without a browser ---------------------------------------------------------------
@@ -209,6 +220,12 @@ def test_invert_photo_progress_and_cancel(G):
         st.invert_photo("missing.png")
 
 
+def test_command_refuses_a_missing_checkpoint(capsys):
+    needs()
+    assert main(["studio", "--ckpt", "missing.safetensors"]) == 2
+    assert "no checkpoint at missing.safetensors" in capsys.readouterr().err
+
+
 def test_import_and_command_without_gradio(ckpt, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gradio", None)  # importing gradio now fails as if it were not installed
     assert main(["studio", "--ckpt", str(ckpt)]) == 2
@@ -235,19 +252,6 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def browser_or_skip():
-    """Playwright and Debian's Chromium; CI installs both, so there a missing one fails instead of skipping."""
-    missing = []
-    try:
-        import gradio  # noqa: F401
-        from playwright.sync_api import sync_playwright  # noqa: F401
-    except ImportError as e:
-        missing.append(f'{e.name} (pip install -e ".[studio]" playwright)')
-    if not Path(CHROMIUM).exists():
-        missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    if missing:
-        message = f"the browser test needs {', '.join(missing)}"
-        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
 
 
 def free_port():
@@ -274,7 +278,7 @@ def wait_for_new_image(page, selector, old_src, timeout=20):
 
 
 def test_browser_click_region_move_slider(G, ckpt):
-    browser_or_skip()
+    needs(("gradio", "playwright"), chromium=True)
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -349,6 +353,29 @@ def test_browser_click_region_move_slider(G, ckpt):
                 latent = np.load(BytesIO(r.read()))
             assert latent.shape == (1, cfg.n_latent, cfg.style_dim)
             page.screenshot(path=ARTIFACTS / "3-downloads.png", full_page=True)
+
+            # The region's pseudo-depth appears on request.
+            page.get_by_label("Show the region's pseudo-depth").check()
+            page.wait_for_selector("#depth img", timeout=20_000)
+
+            # Open a latent written by the command-line tools: the page shows its sample.
+            E.save_latents(latent_path := ckpt.parent / "seed7.npy", E.w_from_seeds(G, [7], 0.7))
+            _, src = served_image(page, "#image")
+            page.get_by_text("Open a latent").click()
+            page.locator("#latent-file input[type=file]").set_input_files(str(latent_path))
+            wait_for_new_image(page, "#image", src)
+            shown, _ = served_image(page, "#image")
+            assert np.array_equal(shown[::scale, ::scale], Studio(G, seed=7).render().image)
+
+            # A photo's inversion shows its progress and can be cancelled.
+            page.get_by_text("Your photo").click()
+            page.locator("#photo input[type=file]").set_input_files(str(shared_path("data", "faces", "0.png")))
+            page.get_by_role("button", name="Invert").click()
+            page.get_by_text("inverting: loss").first.wait_for(timeout=30_000)
+            page.screenshot(path=ARTIFACTS / "4-inverting.png", full_page=True)
+            page.get_by_role("button", name="Cancel").click()
+            page.get_by_text("cancelled at step").wait_for(timeout=30_000)
+            page.screenshot(path=ARTIFACTS / "5-cancelled.png", full_page=True)
             browser.close()
         assert not outside_requests, f"the page asked for outside resources: {outside_requests}"
     finally:
