@@ -322,18 +322,18 @@ def build_app(studio: Studio, workdir=None):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=270):
                 with gr.Group():
-                    seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="seed")
                     with gr.Row():
                         sample_btn = gr.Button("Sample", variant="primary", size="sm", min_width=80)
                         random_btn = gr.Button("Random seed", size="sm", min_width=80)
                     psi = gr.Slider(0, 1.5, studio.psi, step=0.05, label="Truncation ψ")
                 with gr.Group():
-                    source_seed = gr.Number(1, label="Source seed", precision=0, minimum=0)
+                    source_seed = gr.Number(1, label="Source seed", precision=0, minimum=0, elem_id="source-seed")
                     with gr.Row():
                         source_btn = gr.Button("Use as source", size="sm", min_width=80)
                         source_random = gr.Button("Random seed", size="sm", min_width=80)
-                    source_img = gr.Image(label="Source", format="png", interactive=False, height=160,
-                                          elem_id="source", elem_classes="pixelated", buttons=[])
+                source_img = gr.Image(label="Source", format="png", interactive=False, height=160,
+                                      elem_id="source", elem_classes="pixelated", buttons=[])
                 with gr.Accordion("Your photo", open=False):
                     photo = gr.Image(label="Aligned face photo", type="filepath", sources=["upload"], height=160,
                                      elem_id="photo")
