@@ -297,13 +297,14 @@ def build_app(studio: Studio, workdir=None):
 
         return wrapped
 
-    def show(st):
-        """Outputs of every render: state, image, seg, depth, region, status."""
+    def show(st, note=None):
+        """Outputs of every render: state, image, seg, depth, region, status (led by `note`, if any)."""
         view = st.render()
         depth = None if view.depth is None else _enlarge(view.depth, S)
         region = None if st.region is None else names[st.region]
         status = (f"{'region **' + region + '**' if region else 'no region selected'} · "
                   f"shape {st.shape:.2f}, texture {st.texture:.2f} · rendered in {1000 * view.render_seconds:.0f} ms")
+        status = status if note is None else f"{note} · {status}"
         return (st, _enlarge(view.image, S), _enlarge(view.seg, S), gr.update(value=depth, visible=st.show_depth),
                 region, status)
 
@@ -418,7 +419,7 @@ def build_app(studio: Studio, workdir=None):
             return show(st)
 
         for slider in (shape, texture):
-            slider.change(errors(on_blend), [state, shape, texture], view, trigger_mode="always_last",
+            slider.input(errors(on_blend), [state, shape, texture], view, trigger_mode="always_last",
                           show_progress="hidden")
 
         def on_keep(st):
@@ -451,11 +452,11 @@ def build_app(studio: Studio, workdir=None):
             report = lambda step, total, loss: progress((step + 1, total), desc=f"inverting: loss {loss:.4f}")  # noqa: E731
             try:
                 loss = st.invert_photo(path, int(n_steps), as_source, report)
+                note = f"inverted {Path(path).name} ({int(n_steps)} steps): loss {loss:.4f}"
             except InversionCancelled as e:
-                gr.Info(str(e))
-            else:
-                gr.Info(f"inverted {Path(path).name}: loss {loss:.4f}")
-            return (*show(st), source_preview(st), 0, 0)
+                note = str(e)
+            gr.Info(note)
+            return (*show(st, note), source_preview(st), 0, 0)
 
         invert_btn.click(errors(on_invert), [state, photo, steps, use_as], [*view, source_img, shape, texture],
                          show_progress_on=[photo])  # fmt: skip
