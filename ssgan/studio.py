@@ -449,7 +449,10 @@ def build_app(studio: Studio, workdir=None):
             if not path:
                 raise ValueError("upload a photo first")
             as_source = target == "as source"
-            report = lambda step, total, loss: progress((step + 1, total), desc=f"inverting: loss {loss:.4f}")  # noqa: E731
+
+            def report(step, total, loss):
+                progress((step + 1, total), desc=f"inverting: loss {loss:.4f}")
+
             try:
                 loss = st.invert_photo(path, int(n_steps), as_source, report)
                 note = f"inverted {Path(path).name} ({int(n_steps)} steps): loss {loss:.4f}"
@@ -486,8 +489,8 @@ def launch(studio: Studio, host="127.0.0.1", port=None, block=True):
     theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                            font_mono=["ui-monospace", "monospace"])  # system fonts: nothing fetched
     _, url, _ = app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=True,
-                           ssr_mode=False, theme=theme, css=page_css(studio.cfg), footer_links=[], allowed_paths=[str(app.workdir)],
-                           mcp_server=False, pwa=False)  # fmt: skip
+                           ssr_mode=False, theme=theme, css=page_css(studio.cfg), footer_links=[],
+                           allowed_paths=[str(app.workdir)], mcp_server=False, pwa=False)  # fmt: skip
     if block:
         print(f"ssgan studio: open {url} (Ctrl+C to stop)", flush=True)
         try:
