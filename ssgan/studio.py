@@ -298,7 +298,8 @@ def build_app(studio: Studio, workdir=None):
         return wrapped
 
     def show(st, note=None):
-        """Outputs of every render: state, image, seg, depth, region, status (led by `note`, if any)."""
+        """Outputs of every render: state, image, seg, depth, region, status (led by `note`, if any), and the
+        downloads, hidden until asked for again so that they never lag behind the page."""
         view = st.render()
         depth = None if view.depth is None else _enlarge(view.depth, S)
         region = None if st.region is None else names[st.region]
@@ -306,7 +307,7 @@ def build_app(studio: Studio, workdir=None):
                   f"shape {st.shape:.2f}, texture {st.texture:.2f} · rendered in {1000 * view.render_seconds:.0f} ms")
         status = status if note is None else f"{note} · {status}"
         return (st, _enlarge(view.image, S), _enlarge(view.seg, S), gr.update(value=depth, visible=st.show_depth),
-                region, status)
+                region, status, gr.update(value=None, visible=False))
 
     def source_preview(st):
         with torch.no_grad():
@@ -371,7 +372,7 @@ def build_app(studio: Studio, workdir=None):
                 show_depth = gr.Checkbox(False, label="Show the region's pseudo-depth")
                 components = gr.CheckboxGroup(names, value=names, label="Components drawn", elem_id="components")
 
-        view = [state, image, seg, depth, region, status]
+        view = [state, image, seg, depth, region, status, files]
 
         def start():
             st = new_studio()
@@ -405,8 +406,8 @@ def build_app(studio: Studio, workdir=None):
             st.select_at(x, y)
             return show(st)
 
-        image.select(errors(on_pick), [state], view, show_progress="hidden")
-        seg.select(errors(on_pick), [state], view, show_progress="hidden")
+        for panel in (image, seg, depth):
+            panel.select(errors(on_pick), [state], view, show_progress="hidden")
 
         def on_region(st, name):
             st.select_region(name)

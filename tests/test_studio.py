@@ -367,6 +367,13 @@ def test_browser_click_region_move_slider(G, ckpt):
             page.get_by_label("Show the region's pseudo-depth").check()
             page.wait_for_selector("#depth img", timeout=20_000)
 
+            # Dropping a component: the hair is drawn no more.
+            _, src = served_image(page, "#image")
+            page.locator("#components").get_by_label("hair").uncheck()
+            wait_for_new_image(page, "#image", src)
+            labels_shown = served_image(page, "#seg")[0][::scale, ::scale]
+            assert not (labels_shown == E.PALETTE[cfg.class_index("hair")]).all(-1).any()
+
             # Open a latent written by the command-line tools: the page shows its sample.
             E.save_latents(latent_path := ckpt.parent / "seed7.npy", E.w_from_seeds(G, [7], 0.7))
             _, src = served_image(page, "#image")
@@ -374,7 +381,9 @@ def test_browser_click_region_move_slider(G, ckpt):
             page.locator("#latent-file input[type=file]").set_input_files(str(latent_path))
             wait_for_new_image(page, "#image", src)
             shown, _ = served_image(page, "#image")
-            assert np.array_equal(shown[::scale, ::scale], Studio(G, seed=7).render().image)
+            expected = Studio(G, seed=7)
+            expected.set_visible([c for c in cfg.class_names if c != "hair"])  # the components stay as they were
+            assert np.array_equal(shown[::scale, ::scale], expected.render().image)
 
             # A photo's inversion shows its progress and can be cancelled.
             page.get_by_text("Your photo").click()
