@@ -51,6 +51,7 @@ class Studio:
         self.psi = psi
         self.w = None  # W+ [1, 2+2K, D], the latent being edited
         self.source = None  # W+ [1, 2+2K, D], where the selected region's codes are blended from
+        self.seed = self.source_seed = None  # the seeds of w and source (None: a photo or a latent file)
         self.region = None  # class index, or None
         self.shape = 0.0  # blend fractions in [0, 1]
         self.texture = 0.0
@@ -94,23 +95,23 @@ class Studio:
 
     def sample(self, seed=None, psi=None):
         """Start over from the sample of `seed` (a random seed when None) at truncation psi; returns the seed."""
-        seed, self.w = self._seed_latent(seed, psi)
+        self.seed, self.w = self._seed_latent(seed, psi)
         self._reset_blend()
-        return seed
+        return self.seed
 
     def sample_source(self, seed=None, psi=None):
         """Take the source from the sample of `seed` (random when None); returns the seed."""
-        seed, self.source = self._seed_latent(seed, psi)
+        self.source_seed, self.source = self._seed_latent(seed, psi)
         self._view = None
-        return seed
+        return self.source_seed
 
     def set_latent(self, w, what="latent"):
         """Edit this latent: W [D] / [1, D] or W+ [1, 2+2K, D]."""
-        self.w = self._checked(w, what)
+        self.w, self.seed = self._checked(w, what), None
         self._reset_blend()
 
     def set_source(self, w, what="source latent"):
-        self.source = self._checked(w, what)
+        self.source, self.source_seed = self._checked(w, what), None
         self._view = None
 
     def load_latent(self, path, as_source=False):
@@ -282,8 +283,10 @@ def build_app(studio: Studio, workdir=None):
     names = list(cfg.class_names)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="ssgan-studio-"))
 
-    def new_studio():
-        return Studio(G, psi=studio.psi)
+    first = dict(psi=studio.psi, seed=studio.seed, source_seed=studio.source_seed)
+
+    def new_studio():  # every tab starts where `studio` was created
+        return Studio(G, **first)
 
     def errors(fn):
         """Bad input (seed, file, latent) becomes a message on the page instead of a stack trace."""
@@ -324,13 +327,13 @@ def build_app(studio: Studio, workdir=None):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=270):
                 with gr.Group():
-                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="seed")
+                    seed = gr.Number(studio.seed, label="Seed", precision=0, minimum=0, elem_id="seed")
                     with gr.Row():
                         sample_btn = gr.Button("Sample", variant="primary", size="sm", min_width=80)
                         random_btn = gr.Button("Random seed", size="sm", min_width=80)
                     psi = gr.Slider(0, 1.5, studio.psi, step=0.05, label="Truncation ψ")
                 with gr.Group():
-                    source_seed = gr.Number(1, label="Source seed", precision=0, minimum=0, elem_id="source-seed")
+                    source_seed = gr.Number(studio.source_seed, label="Source seed", precision=0, minimum=0, elem_id="source-seed")
                     with gr.Row():
                         source_btn = gr.Button("Use as source", size="sm", min_width=80)
                         source_random = gr.Button("Random seed", size="sm", min_width=80)

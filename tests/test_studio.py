@@ -109,7 +109,8 @@ def test_sample_select_blend_keep(G):
     st = Studio(G, psi=0.7, seed=5, source_seed=6)
     cfg = G.cfg
     torch.testing.assert_close(st.w[0, 0], E.w_from_seeds(G, [5], 0.7)[0], rtol=0, atol=0)
-    assert st.sample(None) >= 0  # a random seed, reported back
+    assert (st.seed, st.source_seed) == (5, 6)
+    assert st.sample(None) == st.seed >= 0  # a random seed, reported back
     assert st.sample(5) == 5
     view = st.render()
     assert view.image.shape == (cfg.size, cfg.size, 3) and view.image.dtype == np.uint8
@@ -204,7 +205,7 @@ def test_export_is_read_back_by_the_cli(G, ckpt, tmp_path, capsys):
     assert (out / "edit_000.png").is_file()
     fresh = Studio(G)
     fresh.load_latent(latent)
-    assert torch.equal(fresh.w, st.edited_latent())
+    assert torch.equal(fresh.w, st.edited_latent()) and fresh.seed is None
 
 
 def test_invert_photo_progress_and_cancel(G, tmp_path):
