@@ -178,12 +178,17 @@ def test_edit_renders_under_half_a_second(G):
     st = Studio(G)
     st.select_region("hair")
     times = []
-    for t in np.linspace(0, 1, 7):
-        start = time.perf_counter()
-        st.set_blend(texture=float(t))
-        st.render()
-        times.append(time.perf_counter() - start)
-    print(f"studio edit on the demo model (CPU): median {1000 * statistics.median(times):.0f} ms, "
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on one core: intra-op threads that wait for each other on a busy machine mislead
+    try:
+        for t in np.linspace(0, 1, 7):
+            start = time.perf_counter()
+            st.set_blend(texture=float(t))
+            st.render()
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    print(f"studio edit on the demo model (one CPU core): median {1000 * statistics.median(times):.0f} ms, "
           f"best {1000 * min(times):.0f} ms")
     assert min(times) < 0.5  # the best of 7: what an edit costs, whatever else shares the CPU
 
