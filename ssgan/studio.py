@@ -76,9 +76,10 @@ class Studio:
     # --- latents ----------------------------------------------------------------------------------
 
     def _seed_latent(self, seed, psi):
-        seed = secrets.randbelow(2**31) if seed is None else int(seed)
-        if seed < 0:
+        seed = secrets.randbelow(2**31) if seed is None else seed
+        if seed != int(seed) or seed < 0:
             raise ValueError(f"a seed is a whole number >= 0, got {seed}")
+        seed = int(seed)
         self.psi = self.psi if psi is None else float(psi)
         return seed, E.as_w_plus(self.cfg, E.w_from_seeds(self.G, [seed], self.psi)).clone()
 
@@ -215,7 +216,7 @@ class Studio:
 
         def step_done(step, loss):
             if self._cancel.is_set():
-                raise InversionCancelled(f"inversion of {Path(path).name} cancelled at step {step + 1} of {steps}")
+                raise InversionCancelled(f"inversion of {Path(path).name} cancelled after {step + 1} of {steps} steps")
             if callback is not None:
                 callback(step, steps, loss)
 
@@ -333,7 +334,8 @@ def build_app(studio: Studio, workdir=None):
                         random_btn = gr.Button("Random seed", size="sm", min_width=80)
                     psi = gr.Slider(0, 1.5, studio.psi, step=0.05, label="Truncation ψ")
                 with gr.Group():
-                    source_seed = gr.Number(studio.source_seed, label="Source seed", precision=0, minimum=0, elem_id="source-seed")
+                    source_seed = gr.Number(studio.source_seed, label="Source seed", precision=0, minimum=0,
+                                            elem_id="source-seed")
                     with gr.Row():
                         source_btn = gr.Button("Use as source", size="sm", min_width=80)
                         source_random = gr.Button("Random seed", size="sm", min_width=80)
