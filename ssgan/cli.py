@@ -6,7 +6,9 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("ssgan.model_cli", "ssgan.editing_cli", "ssgan.train.cli", "ssgan.train.data_cli")
+COMMAND_MODULES = (
+    "ssgan.model_cli", "ssgan.editing_cli", "ssgan.studio_cli", "ssgan.train.cli", "ssgan.train.data_cli",
+)  # fmt: skip
 
 
 def build_parser():

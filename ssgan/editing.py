@@ -146,6 +146,18 @@ def swap_regions(cfg: SSGConfig, w_target, w_source, regions):
     return torch.where(mask, source, target)
 
 
+def blend_regions(cfg: SSGConfig, w_target, w_source, regions, t):
+    """W+ of `w_target` with the chosen regions' codes moved a fraction t in [0, 1] of the way to `w_source`.
+
+    t = 0 keeps the target and t = 1 is `swap_regions`, both exactly (torch.lerp is exact at its ends); every
+    other slot is the target's, bit for bit. Batched like swap_regions."""
+    if not 0 <= t <= 1:
+        raise ValueError(f"blend fraction t must lie in [0, 1], got {t}")
+    target, source = _pair(as_w_plus(cfg, w_target), as_w_plus(cfg, w_source))
+    mask = slot_mask(cfg, regions, target.device)[:, None]  # [N, 1]
+    return torch.where(mask, torch.lerp(target, source, t), target)
+
+
 def apply_direction(cfg: SSGConfig, w, direction, strength, regions):
     """w + strength * direction on the chosen regions' slots only; the others stay bit-identical.
 
