@@ -345,17 +345,19 @@ def _parse_ptxas_log(log, kernel):
 # The sweep, the table and the checks
 
 
-def launches_for(mode, card, quick):
-    """Every launch of the sweep for one dtype mode, deduplicated by kernel, arguments' specialisation and config."""
+def launches_for(mode, card, quick, kernel=None, presets=None, all_configs=False):
+    """Every launch of the sweep for one dtype mode (quick: one preset and batch, first autotune config only);
+    `kernel` keeps the kernels whose name contains it, `presets` maps preset names to batch sizes."""
     launches = []
-    presets = {"celebamask-256": (16,)} if quick else PRESET_BATCHES
+    presets = presets or ({"celebamask-256": (16,)} if quick else PRESET_BATCHES)
     for preset, batches in presets.items():
         for batch in batches:
             launches += model_launches(preset, batch, mode, card)
     if not quick:
         launches += off_tile_launches(mode, card)
+    launches = [launch for launch in launches if kernel is None or kernel in launch.kernel]
     for launch in launches:
-        if quick:
+        if quick and not all_configs:
             launch.configs = launch.configs[:1]
     return launches
 
@@ -373,13 +375,13 @@ def _problems(result):
     return found
 
 
-def sweep(modes, archs, quick, compiler, log=print):
-    """Compile every launch; returns the results (one per distinct compile)."""
+def sweep(modes, archs, quick, compiler, log=print, **select):
+    """Compile every launch (`select`: see `launches_for`); returns the results, one per distinct outcome."""
     results, seen = [], set()
     for arch in archs:
         card = CARDS[arch]
         for mode in modes:
-            for launch in launches_for(mode, card, quick):
+            for launch in launches_for(mode, card, quick, **select):
                 for config in launch.configs:
                     result = compiler.compile(launch, config, mode, arch)
                     ident = (result.kernel, result.config, mode, arch, result.registers, result.spill_stores,
@@ -479,6 +481,10 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="CI subset: celebamask-256 batch 16, first config, sm_90")
     parser.add_argument("--arch", type=int, nargs="+", choices=sorted(CARDS), help="architectures (default: all)")
     parser.add_argument("--mode", nargs="+", choices=list(MODES), help="dtype modes (default: all)")
+    parser.add_argument("--kernel", help="only kernels whose name contains this (a partial sweep; writes nothing)")
+    parser.add_argument("--preset", nargs="+", help="only these presets, as NAME or NAME:BATCH (writes nothing)")
+    parser.add_argument("--all-configs", action="store_true", help="with --quick: every autotune config")
+    parser.add_argument("--verbose", action="store_true", help="print every distinct result")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite the table after a full sweep")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
@@ -487,14 +493,26 @@ def main(argv=None):
     modes = args.mode or list(MODES)
     compiler = Compiler()
     start = time.perf_counter()
-    results = sweep(modes, archs, args.quick, compiler, log=lambda m: print(m, file=sys.stderr, flush=True))
+    presets = None
+    if args.preset:
+        presets = {}
+        for item in args.preset:
+            name, _, batch = item.partition(":")
+            presets.setdefault(name, []).extend([int(batch)] if batch else PRESET_BATCHES[name])
+    results = sweep(modes, archs, args.quick, compiler, log=lambda m: print(m, file=sys.stderr, flush=True),
+                    kernel=args.kernel, presets=presets, all_configs=args.all_configs)
+    if args.verbose:
+        for r in results:
+            print(f"{r.kernel} [{r.config or '-'}] {r.mode} sm_{r.arch} w{r.num_warps}: {r.registers} regs, "
+                  f"{r.spill_stores} B spill stores, {r.shared} B shared, occupancy {r.occupancy():.2f}"
+                  f"{' ' + r.error if r.error else ''}")
     problems = [f"{r.kernel} [{r.config or '-'}] {r.mode} sm_{r.arch} ({r.where}): {p}"
                 for r in results for p in _problems(r)]
-    full = not args.quick and args.arch is None and args.mode is None
+    full = not args.quick and not (args.arch or args.mode or args.kernel or args.preset)
     if full and not args.no_write:
         write_table(results)
         print(f"wrote {TABLE}")
-    else:
+    elif args.quick and not args.kernel:
         problems += check_against_table(results)
     print(f"{len(results)} distinct results, {compiler.compiled} compiled in {compiler.seconds:.0f} s "
           f"({time.perf_counter() - start:.0f} s in all)")
