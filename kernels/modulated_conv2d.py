@@ -264,8 +264,11 @@ class _ScaledConv2d(torch.autograd.Function):
 
 
 def _dot_precision(dtype):
-    allow = torch.backends.cudnn.allow_tf32 and not interpreting()  # follow cuDNN's convolution setting
-    return "tf32" if dtype == torch.float32 and allow else "ieee"
+    """tl.dot's input precision: float32 follows cuDNN's TF32 setting; without TF32 a GPU runs 3xTF32 (error near
+    float32's), since IEEE fp32 dots run on the FMA units with their operands in registers and spill."""
+    if dtype != torch.float32 or interpreting():
+        return "ieee"
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "tf32x3"
 
 
 def _acc_type(dtype):
@@ -286,15 +289,15 @@ def _pow2_between(n, low, high):
     return min(high, max(low, triton.next_power_of_2(n)))
 
 
-def _tuning_configs(keys):
-    sizes = [
-        (64, 64, 32, 4, 3),
-        (128, 64, 32, 4, 3),
-        (64, 128, 32, 4, 3),
-        (128, 128, 32, 8, 3),
-        (64, 32, 32, 4, 4),
-        (32, 64, 64, 4, 3),
-    ]
+# Autotune configs (BLOCK_P, BLOCK_O, BLOCK_I, warps, stages), the last block size being the reduction's. Kept: those
+# that compile without spills on sm_80 and sm_90 in every dtype mode (`python -m ssgan.kernel_check`, table in
+# benchmarks/kernel_resources.md). A 32-wide reduction tile spilled in every config tried (up to 2 KB; 8 KB at 32
+# registers for 128x128x32 in float32), and 128x64x16 spills 32 B in the bfloat16 weight gradient on sm_80.
+CONV_CONFIGS = [(64, 128, 16, 8, 3), (128, 64, 16, 8, 3), (64, 32, 16, 4, 3)]
+WEIGHT_GRAD_CONFIGS = [(64, 128, 16, 8, 3), (64, 32, 16, 4, 3)]
+
+
+def _tuning_configs(keys, sizes):
     return [triton.Config(dict(zip(keys, s[:3])), num_warps=s[3], num_stages=s[4]) for s in sizes]
 
 
@@ -537,29 +540,32 @@ if triton is not None:
         s_step = (BLOCK_I // (P_IN * P_IN)) * sin_c
         w_step = BLOCK_I * swi
         acc = tl.zeros([BLOCK_P, BLOCK_O], dtype=ACC_TYPE)
-        for ky in tl.static_range(K):
+        # A runtime loop over the taps, not an unrolled one: unrolled, the compiler hoisted every tap's pointers and
+        # masks out of the channel loops, and ptxas spilled at any tile size (kernel_check, sm_80 and sm_90).
+        for tap in range(K * K):
+            ky = tap // K
+            kx = tap % K
             hy = ph + (ky - K // 2)
-            row_ok = p_in & (hy >= 0) & (hy < H)
-            for kx in tl.static_range(K):
-                wx = pw + (kx - K // 2)
-                ok = row_ok & (wx >= 0) & (wx < W)
-                tap = (ky - K // 2) * row_step + (kx - K // 2) * col_step
-                x_ptrs = x_sample + tap + x_pix[:, None] + x_chan[None, :]  # [BLOCK_P, BLOCK_I]
-                ty = K - 1 - ky if FLIP else ky
-                tx = K - 1 - kx if FLIP else kx
-                w_ptrs = w_ptr + ty * swy + tx * swx + w_block  # [BLOCK_I, BLOCK_O]
-                s_ptrs = s_first
-                for i0 in range(0, C_in, BLOCK_I):
-                    i_in = offs_i < C_in - i0
-                    xt = tl.load(x_ptrs, mask=ok[:, None] & i_in[None, :], other=0)
-                    if HAS_IN_SCALE:
-                        scale = tl.load(s_ptrs, mask=i_in, other=0).to(ACC_TYPE)
-                        xt = (xt.to(ACC_TYPE) * scale[None, :]).to(x_ptr.dtype.element_ty)
-                        s_ptrs += s_step
-                    wt = tl.load(w_ptrs, mask=i_in[:, None] & o_in[None, :], other=0)
-                    acc = tl.dot(xt, wt, acc, input_precision=DOT_PRECISION)
-                    x_ptrs += x_step
-                    w_ptrs += w_step
+            wx = pw + (kx - K // 2)
+            ok = p_in & (hy >= 0) & (hy < H) & (wx >= 0) & (wx < W)
+            shift = (ky - K // 2) * row_step + (kx - K // 2) * col_step
+            x_ptrs = x_sample + shift + x_pix[:, None] + x_chan[None, :]  # [BLOCK_P, BLOCK_I]
+            if FLIP:
+                w_ptrs = w_ptr + (K - 1 - ky) * swy + (K - 1 - kx) * swx + w_block  # [BLOCK_I, BLOCK_O]
+            else:
+                w_ptrs = w_ptr + ky * swy + kx * swx + w_block
+            s_ptrs = s_first
+            for i0 in range(0, C_in, BLOCK_I):
+                i_in = offs_i < C_in - i0
+                xt = tl.load(x_ptrs, mask=ok[:, None] & i_in[None, :], other=0)
+                if HAS_IN_SCALE:
+                    scale = tl.load(s_ptrs, mask=i_in, other=0).to(ACC_TYPE)
+                    xt = (xt.to(ACC_TYPE) * scale[None, :]).to(x_ptr.dtype.element_ty)
+                    s_ptrs += s_step
+                wt = tl.load(w_ptrs, mask=i_in[:, None] & o_in[None, :], other=0)
+                acc = tl.dot(xt, wt, acc, input_precision=DOT_PRECISION)
+                x_ptrs += x_step
+                w_ptrs += w_step
 
         out_chan = offs_o // (P_OUT * P_OUT)
         oy = (ph * P_OUT)[:, None] + (offs_o // P_OUT % P_OUT)[None, :]  # [BLOCK_P, BLOCK_O]
@@ -663,12 +669,12 @@ if triton is not None:
     _CONV_KERNELS = (
         _scaled_conv_kernel,
         triton.autotune(
-            _tuning_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I")), key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"]
+            _tuning_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I"), CONV_CONFIGS), key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"]
         )(_scaled_conv_kernel),
     )
     _WEIGHT_GRAD_KERNELS = (
         _scaled_conv_weight_grad_kernel,
         triton.autotune(
-            _tuning_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P")), key=["C_in", "C_out", "H", "W", "K", "P_OUT"]
+            _tuning_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P"), WEIGHT_GRAD_CONFIGS), key=["C_in", "C_out", "H", "W", "K", "P_OUT"]
         )(_scaled_conv_weight_grad_kernel),
     )

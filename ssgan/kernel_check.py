@@ -265,14 +265,15 @@ def _config_label(config):
     return f"{label} w{config.get('num_warps', 4)} s{config.get('num_stages', 3)}"
 
 
-def _source_digest():
-    """A digest of the kernel sources and the Triton version: the table is stale when either changes."""
-    import triton
-
-    digest = hashlib.sha256(triton.__version__.encode())
-    for name in KERNEL_MODULES:
-        digest.update(inspect.getsource(_kernel_module(name)).encode())
-    return digest.hexdigest()[:16]
+def sweep_digest(archs=tuple(CARDS), modes=tuple(MODES)):
+    """A digest of every compile the full sweep makes (kernel sources, Triton, arguments' specialisation, configs):
+    the table is stale exactly when this changes. Costs the capture, not the compiles (about 10 s per arch)."""
+    keys = set()
+    for arch in archs:
+        for mode in modes:
+            for launch in launches_for(mode, CARDS[arch], quick=False):
+                keys.update(prepare(launch, config, arch)[-1] for config in launch.configs)
+    return hashlib.sha256("".join(sorted(keys)).encode()).hexdigest()[:16]
 
 
 class Compiler:
@@ -297,20 +298,10 @@ class Compiler:
         tmp.replace(self.cache_path)
 
     def compile(self, launch, config, mode, arch):
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource, make_backend
-        from triton.runtime.jit import create_function_from_signature
+        from triton.compiler import ASTSource
 
-        target = GPUTarget("cuda", arch, 32)
-        backend = make_backend(target)
-        kwargs = {**launch.kwargs, **config}
-        binder = create_function_from_signature(launch.fn.signature, launch.fn.params, backend)
-        bound, specialization, options = binder(*launch.args, **kwargs)
-        options, signature, constexprs, attrs = launch.fn._pack_args(backend, kwargs, bound, specialization, options)
+        target, signature, constexprs, attrs, options, key = prepare(launch, config, arch)
         result = Result(launch.kernel, _config_label(config), mode, arch, options.num_warps, where=launch.where)
-        key = hashlib.sha256(repr((launch.fn.cache_key, self.triton.__version__, arch, signature,
-                                   sorted(constexprs.items()), sorted(attrs.items()),
-                                   sorted(options.__dict__.items()))).encode()).hexdigest()
         if key in self.cache:
             return dataclasses.replace(result, **self.cache[key])
         log = io.StringIO()
@@ -330,6 +321,26 @@ class Compiler:
         found["shared"] = compiled.metadata.shared
         self.cache[key] = found
         return dataclasses.replace(result, **found)
+
+
+def prepare(launch, config, arch):
+    """What `triton.compile` gets for a launch with one config on an architecture, as the JIT would pass it, and a
+    key that changes whenever any of it (or the kernel's source, or Triton) does."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    target = GPUTarget("cuda", arch, 32)
+    backend = make_backend(target)
+    kwargs = {**launch.kwargs, **config}
+    binder = create_function_from_signature(launch.fn.signature, launch.fn.params, backend)
+    bound, specialization, options = binder(*launch.args, **kwargs)
+    options, signature, constexprs, attrs = launch.fn._pack_args(backend, kwargs, bound, specialization, options)
+    portable = sorted((k, v) for k, v in options.__dict__.items() if k != "extern_libs")  # no install paths
+    key = hashlib.sha256(repr((launch.fn.cache_key, triton.__version__, arch, signature, sorted(constexprs.items()),
+                               sorted(attrs.items()), portable)).encode()).hexdigest()
+    return target, signature, constexprs, attrs, options, key
 
 
 def _parse_ptxas_log(log, kernel):
@@ -428,11 +439,11 @@ Sources digest: `{digest}`
 """
 
 
-def write_table(results, path=TABLE):
+def write_table(results, digest, path=TABLE):
     import triton
 
     rows = summarize(results)
-    lines = [HEADER.format(triton=triton.__version__, shapes=len(results), digest=_source_digest())]
+    lines = [HEADER.format(triton=triton.__version__, shapes=len(results), digest=digest)]
     for (kernel, config, mode, arch), row in sorted(rows.items(), key=lambda item: (item[0][0], item[0][1],
                                                                                      item[0][3], item[0][2])):
         lines.append(f"| {kernel} | {config or '-'} | {mode} | sm_{arch} | {row['num_warps']} | {row['registers']} | "
@@ -456,15 +467,15 @@ def read_table(path=TABLE):
     return digest, rows
 
 
-def check_against_table(results, path=TABLE):
-    """Problems where the table is stale or does not cover what was compiled."""
+def check_against_table(results, digest, path=TABLE):
+    """Problems where the table is stale (`digest`: see `sweep_digest`) or does not cover what was compiled."""
     if not path.exists():
         return [f"{path} is missing: run `python -m ssgan.kernel_check` to write it"]
-    digest, table = read_table(path)
+    listed_digest, table = read_table(path)
     problems = []
-    if digest != _source_digest():
-        problems.append(f"{path.name} was written for other kernel sources or another Triton (digest {digest}, now "
-                        f"{_source_digest()}): rerun `python -m ssgan.kernel_check`")
+    if listed_digest != digest:
+        problems.append(f"{path.name} was written for other kernels, launches or Triton (digest {listed_digest}, now "
+                        f"{digest}): rerun `python -m ssgan.kernel_check`")
     for key, row in summarize(results).items():
         listed = table.get(key)
         name = "/".join(map(str, key))
@@ -510,10 +521,10 @@ def main(argv=None):
                 for r in results for p in _problems(r)]
     full = not args.quick and not (args.arch or args.mode or args.kernel or args.preset)
     if full and not args.no_write:
-        write_table(results)
+        write_table(results, sweep_digest())
         print(f"wrote {TABLE}")
     elif args.quick and not args.kernel:
-        problems += check_against_table(results)
+        problems += check_against_table(results, sweep_digest())
     print(f"{len(results)} distinct results, {compiler.compiled} compiled in {compiler.seconds:.0f} s "
           f"({time.perf_counter() - start:.0f} s in all)")
     for problem in problems:
