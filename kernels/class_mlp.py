@@ -116,7 +116,7 @@ def _check_inputs(pos, weight, bias, styles, depth_weight, depth_bias, depth_lay
 def class_mlp(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture=False, impl="auto"):
     """Fused per-class coordinate MLP; see `class_mlp_reference` for shapes."""
     _check_inputs(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer)
-    if resolve_impl(impl, pos, weight, styles) == "triton" and weight.shape[-1] in KERNEL_CHANNELS:
+    if resolve_impl(impl, pos, weight, styles, op="class_mlp") == "triton" and weight.shape[-1] in KERNEL_CHANNELS:
         return class_mlp_triton(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture)
     return class_mlp_reference(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture)
 

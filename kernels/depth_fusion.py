@@ -419,6 +419,6 @@ def depth_fusion_triton(depth, hidden, feat_weight, feat_bias, transparent=None,
 def depth_fusion(depth, hidden, feat_weight, feat_bias, transparent=None, composition_mask=None, impl="auto"):
     """Fused softmax-depth compositing; see `depth_fusion_reference` for shapes."""
     check_inputs(depth, hidden, feat_weight, feat_bias, transparent, composition_mask)
-    if resolve_impl(impl, depth, hidden, feat_weight) == "triton":
+    if resolve_impl(impl, depth, hidden, feat_weight, op="depth_fusion") == "triton":
         return depth_fusion_triton(depth, hidden, feat_weight, feat_bias, transparent, composition_mask)
     return depth_fusion_reference(depth, hidden, feat_weight, feat_bias, transparent, composition_mask)

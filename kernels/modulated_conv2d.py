@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ._dispatch import interpreting, new_output, resolve_impl
-from .bias_act import SQRT2, bias_act_reference
-from .upfirdn2d import make_kernel, upfirdn2d_reference
+from .bias_act import SQRT2, bias_act, bias_act_reference
+from .upfirdn2d import make_kernel, upfirdn2d
 
 try:
     import triton
@@ -38,12 +38,14 @@ BLUR_TAPS = (1, 3, 3, 1)
 LRELU_SLOPE = 0.2
 
 
-def modulated_conv2d_reference(x, weight, styles, demodulate=True, up=1):
-    """x: [NCHW]; weight: [O, I, kh, kw]; styles: [I] (batch-shared) or [N, I]. Returns [N, O, H*up, W*up]."""
-    return _modulated_conv2d(x, weight, styles, demodulate, up, gain=1.0)
+def modulated_conv2d_reference(x, weight, styles, demodulate=True, up=1, parts_impl="reference"):
+    """x: [NCHW]; weight: [O, I, kh, kw]; styles: [I] (batch-shared) or [N, I]. Returns [N, O, H*up, W*up].
+
+    parts_impl: impl of the blur after an up=2 conv (`upfirdn2d`); the conv itself is always torch's (cuDNN)."""
+    return _modulated_conv2d(x, weight, styles, demodulate, up, gain=1.0, parts_impl=parts_impl)
 
 
-def _modulated_conv2d(x, weight, styles, demodulate, up, gain):
+def _modulated_conv2d(x, weight, styles, demodulate, up, gain, parts_impl="reference"):
     """modulated_conv2d_reference times `gain`, applied to the small weights or scales, not to the output.
 
     Always returns a fresh tensor that no backward needs, so callers may finish it in place."""
@@ -80,7 +82,7 @@ def _modulated_conv2d(x, weight, styles, demodulate, up, gain):
             y = y * (demod * gain)[..., None]
         if up == 1:
             return y
-    return upfirdn2d_reference(y, make_kernel(BLUR_TAPS, gain=4).to(y), padding=1)
+    return upfirdn2d(y, make_kernel(BLUR_TAPS, gain=4).to(y), padding=1, impl=parts_impl)
 
 
 def _conv_transpose2d_nchw(x, weight):
@@ -96,32 +98,37 @@ def _conv_transpose2d_nchw(x, weight):
     return y.contiguous(memory_format=torch.channels_last) if channels_last else y
 
 
-def styled_conv2d_reference(x, weight, styles, bias, noise=None, noise_strength=None, demodulate=True, up=1):
+def styled_conv2d_reference(x, weight, styles, bias, noise=None, noise_strength=None, demodulate=True, up=1,
+                            parts_impl="reference"):
     """Modulated conv, then noise * strength, then bias + leaky ReLU * sqrt(2).  # [NCHW]
 
-    noise: [N or 1, 1, H, W] or None; noise_strength: scalar tensor.
+    noise: [N or 1, 1, H, W] or None; noise_strength: scalar tensor. parts_impl: impl of the blur (`upfirdn2d`)
+    and of the bias + leaky ReLU (`bias_act`); the conv itself is always torch's (cuDNN).
     """
     # lrelu(z) * sqrt(2) == lrelu(sqrt(2) * z): the gain goes into the weights, noise and bias, and the
     # epilogue runs in place on the conv's fresh output, which spares three full-size tensors each way.
-    y = _modulated_conv2d(x, weight, styles, demodulate, up, gain=SQRT2)
+    y = _modulated_conv2d(x, weight, styles, demodulate, up, gain=SQRT2, parts_impl=parts_impl)
     if noise is not None:
         y = y.add_(noise * (noise_strength * SQRT2))
+    if resolve_impl(parts_impl, y, bias, op="bias_act") == "triton":
+        return bias_act(y, bias * SQRT2, alpha=LRELU_SLOPE, gain=1.0, impl="triton")  # one pass instead of two
     y = y.add_(bias[:, None, None] * SQRT2)
     return F.leaky_relu_(y, LRELU_SLOPE)
 
 
 def modulated_conv2d(x, weight, styles, demodulate=True, up=1, impl="auto"):
     """Modulated (and demodulated) convolution; see `modulated_conv2d_reference`."""
-    if resolve_impl(impl, x, weight, styles) == "triton":
+    if resolve_impl(impl, x, weight, styles, op="modulated_conv2d") == "triton":
         return _modulated_conv2d_triton(x, weight, styles, demodulate, up)
-    return modulated_conv2d_reference(x, weight, styles, demodulate, up)
+    return modulated_conv2d_reference(x, weight, styles, demodulate, up, parts_impl=impl)
 
 
 def styled_conv2d(x, weight, styles, bias, noise=None, noise_strength=None, demodulate=True, up=1, impl="auto"):
     """Modulated conv with the noise + bias + leaky-ReLU epilogue fused; see `styled_conv2d_reference`."""
-    if resolve_impl(impl, x, weight, styles) == "triton":
+    if resolve_impl(impl, x, weight, styles, op="styled_conv2d") == "triton":
         return _modulated_conv2d_triton(x, weight, styles, demodulate, up, bias, noise, noise_strength)
-    return styled_conv2d_reference(x, weight, styles, bias, noise, noise_strength, demodulate, up)
+    # cuDNN's conv; under impl="auto" on CUDA the blur and the epilogue still take their fused Triton kernels
+    return styled_conv2d_reference(x, weight, styles, bias, noise, noise_strength, demodulate, up, parts_impl=impl)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     python -m ssgan.kernel_check            # full sweep: every preset, batch and dtype mode, every autotune config,
                                             # sm_90 and sm_80; rewrites benchmarks/kernel_resources.md
     python -m ssgan.kernel_check --quick    # CI subset: celebamask-256 at batch 16, one config per autotuned
-                                            # kernel, sm_90; checks against the table, writes nothing
+                                            # kernel, sm_90, fp32 and bf16; checks against the table
 
 How: the model (generator and discriminator, forward and backward of a training step, plus a forward with a
 composition mask) and a few direct op calls at sizes off the tile sizes run on the `meta` device with every op
@@ -117,8 +117,9 @@ def _freeze(value):
 
 
 @contextlib.contextmanager
-def capture(card, where):
-    """Within the block, every op takes its Triton path and every kernel launch is appended to the yielded list."""
+def capture(card, where, dispatch="triton"):
+    """Within the block, ops are dispatched as on a CUDA device (`dispatch`: "triton", every op on its Triton path,
+    or "auto", what impl="auto" picks there), and every kernel launch is appended to the yielded list."""
     import triton
     from triton.runtime.autotuner import Autotuner
     from triton.runtime.jit import JITFunction
@@ -136,9 +137,15 @@ def capture(card, where):
     patches = [(JITFunction, "run", jit_run), (Autotuner, "run", tuned_run)]
     props = types.SimpleNamespace(multi_processor_count=card.sms, name=card.name)
     patches.append((torch.cuda, "get_device_properties", lambda *_: props))
+    from ssgan.kernels._dispatch import AUTO_ON_CUDA
+
+    def resolve_impl(impl, *tensors, op=None):
+        if dispatch == "triton" or impl == "triton":
+            return "triton"
+        return AUTO_ON_CUDA.get(op, ("triton",))[0] if impl == "auto" else impl
+
     for name in KERNEL_MODULES:
-        module = _kernel_module(name)
-        patches.append((module, "resolve_impl", lambda impl, *tensors: "triton"))
+        patches.append((_kernel_module(name), "resolve_impl", resolve_impl))
     class_mlp = _kernel_module("class_mlp")
     patches.append((class_mlp, "_resident_programs", lambda device: 4 * card.sms))
     # The model's transparent classes are known to exist whenever it passes them; on `meta` .any() cannot be read.
@@ -169,7 +176,8 @@ def dtype_mode(mode):
 
 def model_launches(preset, batch, mode, card):
     """The launches of one training step (G forward, D forward, backward to everything) and of a forward with a
-    composition mask, for a preset model at a batch size, on `meta` tensors."""
+    composition mask, for a preset model at a batch size, on `meta` tensors, with every op on its Triton path and
+    with what impl="auto" runs on CUDA."""
     import ssgan
 
     cfg = ssgan.preset(preset)
@@ -179,11 +187,14 @@ def model_launches(preset, batch, mode, card):
         d = ssgan.Discriminator(cfg).to(dtype)
         w = torch.empty(batch, cfg.n_latent_expand, cfg.style_dim, dtype=dtype, requires_grad=True)
         keep = torch.ones(batch, cfg.num_classes, dtype=dtype)
-    with capture(card, f"{preset} batch {batch}") as (launches, _), dtype_mode(mode):
-        out = g.synthesis(w)
-        (d(out.image, out.seg).sum() + out.image.sum()).backward()
-        with torch.no_grad():
-            g.synthesis(w, composition_mask=keep)
+    launches = []
+    for dispatch in ("triton", "auto"):
+        with capture(card, f"{preset} batch {batch}", dispatch) as (found, _), dtype_mode(mode):
+            out = g.synthesis(w)
+            (d(out.image, out.seg).sum() + out.image.sum()).backward()
+            with torch.no_grad():
+                g.synthesis(w, composition_mask=keep)
+        launches += found
     return launches
 
 
@@ -265,14 +276,16 @@ def _config_label(config):
     return f"{label} w{config.get('num_warps', 4)} s{config.get('num_stages', 3)}"
 
 
-def sweep_digest(archs=tuple(CARDS), modes=tuple(MODES)):
-    """A digest of every compile the full sweep makes (kernel sources, Triton, arguments' specialisation, configs):
-    the table is stale exactly when this changes. Costs the capture, not the compiles (about 10 s per arch)."""
+QUICK_MODES = ("fp32", "bf16")
+
+
+def sweep_digest():
+    """A digest of the compiles of the quick subset in every dtype mode (kernel sources with what they call, Triton,
+    the arguments' specialisation, the configs): the table is stale when it changes. Costs captures, no compiles."""
     keys = set()
-    for arch in archs:
-        for mode in modes:
-            for launch in launches_for(mode, CARDS[arch], quick=False):
-                keys.update(prepare(launch, config, arch)[-1] for config in launch.configs)
+    for mode in MODES:
+        for launch in launches_for(mode, CARDS[90], quick=True):
+            keys.update(prepare(launch, config, 90)[-1] for config in launch.configs)
     return hashlib.sha256("".join(sorted(keys)).encode()).hexdigest()[:16]
 
 
@@ -489,7 +502,8 @@ def check_against_table(results, digest, path=TABLE):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ssgan.kernel_check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="CI subset: celebamask-256 batch 16, first config, sm_90")
+    parser.add_argument("--quick", action="store_true",
+                        help="CI subset: celebamask-256 batch 16, first autotune config, sm_90, fp32 and bf16")
     parser.add_argument("--arch", type=int, nargs="+", choices=sorted(CARDS), help="architectures (default: all)")
     parser.add_argument("--mode", nargs="+", choices=list(MODES), help="dtype modes (default: all)")
     parser.add_argument("--kernel", help="only kernels whose name contains this (a partial sweep; writes nothing)")
@@ -501,7 +515,7 @@ def main(argv=None):
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         parser.error("TRITON_INTERPRET=1 is set: the compile check must run with the compiler; unset it")
     archs = args.arch or ([90] if args.quick else [90, 80])
-    modes = args.mode or list(MODES)
+    modes = args.mode or list(QUICK_MODES if args.quick else MODES)
     compiler = Compiler()
     start = time.perf_counter()
     presets = None
