@@ -500,6 +500,67 @@ def check_against_table(results, digest, path=TABLE):
     return problems
 
 
+def driver_report(preset="celebamask-256", batch=4, modes=("fp32", "tf32", "bf16")):
+    """On a CUDA machine: run a training step of the preset with every Triton path (and with impl="auto"), then
+    compare the registers and local-memory (spill) bytes the driver reports for each compiled kernel with the
+    checked-in table. Returns (markdown lines, problems)."""
+    import ssgan
+    from triton.runtime.jit import JITFunction
+
+    arch = 10 * torch.cuda.get_device_capability()[0] + torch.cuda.get_device_capability()[1]
+    _, table = read_table(TABLE) if TABLE.exists() else (None, {})
+    kernels = {}
+    for name in KERNEL_MODULES:
+        for value in vars(_kernel_module(name)).values():
+            if isinstance(value, JITFunction):
+                kernels[value.__name__] = value
+    tuned_keys = {}  # autotuned kernel -> the block names of its configs, in the table's label order
+    for value in vars(_kernel_module("modulated_conv2d")).values():
+        if isinstance(value, tuple) and len(value) == 2 and hasattr(value[1], "configs"):
+            tuned_keys[value[0].__name__] = list(value[1].configs[0].kwargs)
+    lines = [f"| kernel | config | mode | sm_{arch} registers (driver / table) | local bytes (driver) / "
+             f"spill stores (table) | match |\n", "|---|---|---|---|---|---|\n"]
+    problems, seen = [], set()
+    cfg = ssgan.preset(preset)
+    for mode in modes:
+        dtype, _ = MODES[mode]
+        torch.manual_seed(0)
+        g = ssgan.Generator(cfg).cuda().to(dtype)
+        d = ssgan.Discriminator(cfg).cuda().to(dtype)
+        for dispatch in ("triton", "auto"):
+            os.environ["SSGAN_KERNELS"] = dispatch
+            with dtype_mode(mode):
+                w = torch.randn(batch, cfg.n_latent_expand, cfg.style_dim, device="cuda", dtype=dtype,
+                                requires_grad=True)
+                out = g.synthesis(w)
+                (d(out.image, out.seg).sum() + out.image.sum()).backward()
+        os.environ.pop("SSGAN_KERNELS")
+        torch.cuda.synchronize()
+        for kernel_name, fn in kernels.items():
+            for cache in fn.device_caches.values():
+                for compiled in list(cache[0].values()):
+                    if id(compiled) in seen:
+                        continue
+                    seen.add(id(compiled))
+                    compiled._init_handles()
+                    config = ""
+                    if kernel_name in tuned_keys:
+                        constants = {fn.arg_names[path[0]]: v for path, v in compiled.src.constants.items()}
+                        sizes = "x".join(str(constants[k]) for k in tuned_keys[kernel_name])
+                        config = f"{sizes} w{compiled.metadata.num_warps} s{compiled.metadata.num_stages}"
+                    row = table.get((kernel_name, config, mode, arch))
+                    regs, local = compiled.n_regs, compiled.n_spills
+                    ok = row is not None and regs <= row["registers"] and (local > 0) == (row["spill_stores"] > 0)
+                    listed = "-" if row is None else f"{row['registers']}"
+                    spilled = "-" if row is None else f"{row['spill_stores']}"
+                    lines.append(f"| {kernel_name} | {config or '-'} | {mode} | {regs} / {listed} | {local} / "
+                                 f"{spilled} | {'yes' if ok else 'NO'} |\n")
+                    if not ok:
+                        problems.append(f"{kernel_name} [{config or '-'}] {mode} sm_{arch}: driver {regs} registers, "
+                                        f"{local} local bytes; table {row}")
+    return lines, problems
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ssgan.kernel_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -511,7 +572,17 @@ def main(argv=None):
     parser.add_argument("--all-configs", action="store_true", help="with --quick: every autotune config")
     parser.add_argument("--verbose", action="store_true", help="print every distinct result")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite the table after a full sweep")
+    parser.add_argument("--driver", metavar="REPORT.md",
+                        help="on a CUDA machine: compare what the driver reports for the kernels of a training step "
+                             "with the table, and write the comparison here (no compile sweep)")
     args = parser.parse_args(argv)
+    if args.driver:
+        lines, problems = driver_report()
+        Path(args.driver).write_text("".join(lines))
+        print("".join(lines))
+        for problem in problems:
+            print("MISMATCH", problem)
+        return 1 if problems else 0
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         parser.error("TRITON_INTERPRET=1 is set: the compile check must run with the compiler; unset it")
     archs = args.arch or ([90] if args.quick else [90, 80])
