@@ -545,9 +545,12 @@ def driver_report(preset="celebamask-256", batch=4, modes=("fp32", "tf32", "bf16
                     compiled._init_handles()
                     config = ""
                     if kernel_name in tuned_keys:
-                        constants = {fn.arg_names[path[0]]: v for path, v in compiled.src.constants.items()}
-                        sizes = "x".join(str(constants[k]) for k in tuned_keys[kernel_name])
-                        config = f"{sizes} w{compiled.metadata.num_warps} s{compiled.metadata.num_stages}"
+                        try:
+                            constants = {fn.arg_names[path[0]]: v for path, v in compiled.src.constants.items()}
+                            sizes = "x".join(str(constants[k]) for k in tuned_keys[kernel_name])
+                            config = f"{sizes} w{compiled.metadata.num_warps} s{compiled.metadata.num_stages}"
+                        except (AttributeError, KeyError, IndexError):
+                            config = "?"  # matched to no row: reported, never silently passed
                     row = table.get((kernel_name, config, mode, arch))
                     regs, local = compiled.n_regs, compiled.n_spills
                     ok = row is not None and regs <= row["registers"] and (local > 0) == (row["spill_stores"] > 0)
