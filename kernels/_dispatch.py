@@ -21,19 +21,21 @@ def interpreting() -> bool:
 # What impl="auto" runs for each op on a CUDA device, and the evidence for it. Only what is proven goes in "triton":
 # until a GPU run (benchmarks/run_gpu.sh, recorded in benchmarks/RESULTS.md) shows the Triton batch-shared
 # convolution at least as fast as cuDNN on the preset shapes, the convolutions stay on cuDNN. On every other device
-# auto runs the reference. impl="triton" (or SSGAN_KERNELS=triton) runs every Triton path regardless.
+# auto runs the reference. impl="triton" (or SSGAN_KERNELS=triton) runs every Triton path regardless. The
+# discriminator's convolutions call torch's conv2d (cuDNN) directly, with the Triton bias_act and upfirdn2d.
 AUTO_ON_CUDA = {
-    # op: (impl, evidence)
-    "class_mlp": ("triton", "work model (RESULTS.md): the eager MLP writes and re-reads [B, K, P, C] per layer "
-                            "(~20x the fused kernel's bytes at celebamask-256); no GPU measurement yet"),
-    "depth_fusion": ("triton", "work model: the eager blend materialises [B, P, K*C] weighted features "
-                               "(and autograd keeps them); the fused kernel reads hidden once"),
-    "bias_act": ("triton", "work model: one read and one write instead of two elementwise passes"),
-    "upfirdn2d": ("triton", "work model: reads x once with no padded or zero-inserted copy; no measurement yet"),
-    "modulated_conv2d": ("reference", "cuDNN: the Triton batch-shared conv is not yet measured against cuDNN on a "
-                                      "GPU (benchmarks/run_gpu.sh measures the rows that decide this)"),
+    # op: (impl, evidence). "work model": benchmarks/work_model.py, in RESULTS.md; no GPU measurement exists yet.
+    "class_mlp": ("triton", "work model: the eager MLP writes and re-reads [B, K, P, C] ~4 times per layer "
+                            "(9.4 GB vs 0.2 GB per forward at celebamask-256, batch 16; 6.6x predicted)"),
+    "depth_fusion": ("triton", "work model: same FLOPs (compute-bound in float32 either way), 4x fewer bytes, and "
+                               "no [B, P, K*C] weighted copies kept for autograd"),
+    "bias_act": ("triton", "work model: one read and one write instead of three read-write passes (3x fewer bytes)"),
+    "upfirdn2d": ("triton", "work model: the same bytes and FLOPs as the reference's depthwise conv at the model's "
+                            "paddings; kept on Triton (one kernel for every up/down/padding), unmeasured"),
+    "modulated_conv2d": ("reference", "cuDNN: the Triton conv does the same FLOPs (4x for up=2) and is not yet "
+                                      "measured against cuDNN; benchmarks/run_gpu.sh (render_convs) decides"),
     "styled_conv2d": ("reference", "cuDNN conv, as modulated_conv2d; its blur (up=2) and bias + leaky ReLU "
-                                   "epilogue use the Triton upfirdn2d and bias_act, which save memory passes"),
+                                   "epilogue run on the Triton upfirdn2d and bias_act (2 of 6 epilogue passes saved)"),
 }
 
 
