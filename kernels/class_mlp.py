@@ -41,7 +41,7 @@ NEG_SLOPE = 0.2
 # kernel spills on sm_80 or sm_90 (benchmarks/kernel_resources.md): the backward holds a [C, C] weight, its [C, C]
 # gradient and several [tile, C] tensors live at once, so it takes a 16-pixel tile and 8 warps. The interpreter pays
 # per operation and per program rather than per element, so it runs far fewer, larger tiles.
-FWD_BLOCK_P, FWD_WARPS = 32, 8
+FWD_BLOCK_P, FWD_WARPS, FWD_STAGES = 32, 8, 2  # 3 stages (the default) spilled 8 B at C=32 (demo) on sm_90
 BWD_BLOCK_P, BWD_WARPS = 16, 8
 INTERPRETER_BLOCK_P = 1024
 # The kernels keep a [C, C] weight and several [tile, C] activations in registers, and tl.dot wants
@@ -190,7 +190,7 @@ def _forward(pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_la
     _class_mlp_fwd_kernel[grid](
         pos.contiguous(), weight.contiguous(), bias.contiguous(), scale.contiguous(), demod.contiguous(),
         depth_weight.contiguous(), depth_bias.contiguous(), hidden, depth, P, K, L, depth_layer,
-        C=C, BLOCK_P=block, ACC=acc, PRECISION=precision, num_warps=FWD_WARPS,
+        C=C, BLOCK_P=block, ACC=acc, PRECISION=precision, num_warps=FWD_WARPS, num_stages=FWD_STAGES,
     )
     return hidden, depth
 
