@@ -440,9 +440,9 @@ Written by `python -m ssgan.kernel_check` (the full sweep) and checked by `tests
 kernel compiled for sm_90 and sm_80 with Triton {triton} and its bundled ptxas, no GPU involved, as the library's
 launchers launch it in one training step and one masked forward of the presets celebamask-256 and -512 (batch 1, 4,
 16) and demo (batch 16), plus direct calls at sizes off the tile sizes. Dtype modes: fp32 (TF32 off, torch's matmul
-default), tf32 (TF32 on, torch's cuDNN default), fp16, bf16. Each row is the worst over the {shapes} distinct
-specialisations compiled: registers per thread, spill stores (bytes per thread), shared memory per block, and the
-occupancy those allow (resident warps / 64 per SM). The autotuned conv kernels have one row per config
+default), tf32 (TF32 on, torch's cuDNN default), fp16, bf16. Each row is the worst over the shapes and flags compiled
+for it ({shapes} distinct results in all): registers per thread, spill stores (bytes per thread), shared memory per
+block, and the occupancy those allow (resident warps / 64 per SM). The autotuned conv kernels have one row per config
 (BLOCK sizes, warps, stages).
 
 Sources digest: `{digest}`
