@@ -678,12 +678,14 @@ if triton is not None:
     _CONV_KERNELS = (
         _scaled_conv_kernel,
         triton.autotune(
-            _tuning_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I"), CONV_CONFIGS), key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"]
+            _tuning_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I"), CONV_CONFIGS),
+            key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"],
         )(_scaled_conv_kernel),
     )
     _WEIGHT_GRAD_KERNELS = (
         _scaled_conv_weight_grad_kernel,
         triton.autotune(
-            _tuning_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P"), WEIGHT_GRAD_CONFIGS), key=["C_in", "C_out", "H", "W", "K", "P_OUT"]
+            _tuning_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P"), WEIGHT_GRAD_CONFIGS),
+            key=["C_in", "C_out", "H", "W", "K", "P_OUT"],
         )(_scaled_conv_weight_grad_kernel),
     )

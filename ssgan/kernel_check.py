@@ -6,9 +6,9 @@
                                             # kernel, sm_90, fp32 and bf16; checks against the table
 
 How: the model (generator and discriminator, forward and backward of a training step, plus a forward with a
-composition mask) and a few direct op calls at sizes off the tile sizes run on the `meta` device with every op
-forced onto its Triton path. Each `kernel[grid](...)` the library's own launchers make is recorded instead of
-launched (for autotuned kernels: every config). The record goes through Triton's own argument binder for the
+composition mask) and a few direct op calls at sizes off the tile sizes run on the `meta` device, once with every
+op forced onto its Triton path and once dispatched as impl="auto" is on CUDA. Each `kernel[grid](...)` the
+library's own launchers make is recorded instead of launched (for autotuned kernels: every config). The record goes through Triton's own argument binder for the
 target (pointer alignment and integers divisible by 16 become `tt.divisibility` hints, integers equal to 1
 constants), then `triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32))`, which runs Triton's
 passes and the bundled ptxas; registers and spill bytes are read from ptxas's verbose log. Launching, warm-up and
@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib
-import inspect
 import io
 import json
 import math
@@ -43,7 +42,8 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ssgan"
 
 @dataclasses.dataclass(frozen=True)
 class Card:
-    """What the occupancy and shared-memory checks need of an architecture (CUDA programming guide, table 21)."""
+    """What the occupancy and shared-memory checks need of an architecture (limits per compute capability from
+    NVIDIA's CUDA C++ Programming Guide)."""
 
     name: str
     arch: int
@@ -120,7 +120,6 @@ def _freeze(value):
 def capture(card, where, dispatch="triton"):
     """Within the block, ops are dispatched as on a CUDA device (`dispatch`: "triton", every op on its Triton path,
     or "auto", what impl="auto" picks there), and every kernel launch is appended to the yielded list."""
-    import triton
     from triton.runtime.autotuner import Autotuner
     from triton.runtime.jit import JITFunction
 
@@ -152,7 +151,6 @@ def capture(card, where, dispatch="triton"):
     fusion = _kernel_module("depth_fusion")
     patches.append((fusion, "_transparent_flags", lambda t: None if t is None else t.to(torch.int8).contiguous()))
     saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
-    assert triton is not None
     try:
         for owner, attr, value in patches:
             setattr(owner, attr, value)
