@@ -144,3 +144,36 @@ def test_modulated_conv2d_up2_forward_backward(benchmark, record, impl, channels
         return torch.autograd.grad(fn(x, weight, styles), (x, weight, styles), grad, allow_unused=True)
 
     benchmark(synchronized(step))
+
+
+# The render net's convolutions (batch-shared styles, noise + bias + leaky ReLU epilogue) at the celebamask-256
+# preset's shapes: (input channels, output channels, output resolution, up). These rows decide what impl="auto" runs
+# on CUDA (kernels/_dispatch.py AUTO_ON_CUDA): "triton" is the fused Triton conv, "auto" cuDNN's conv with the Triton
+# blur and epilogue. The default float32 runs with torch's defaults (cuDNN TF32 on), as training does.
+RENDER_CONVS = [(512, 512, 32, 2), (512, 512, 32, 1), (512, 512, 64, 2), (512, 512, 64, 1),
+                (1024, 256, 128, 2), (256, 256, 128, 1), (256, 128, 256, 2), (128, 128, 256, 1)]
+RENDER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@pytest.mark.parametrize("dtype", RENDER_DTYPES)
+@pytest.mark.parametrize("batch", [16])
+@pytest.mark.parametrize("in_ch,out_ch,size,up", RENDER_CONVS)
+@pytest.mark.parametrize("impl", ["triton", "auto"])
+def test_render_conv_forward_backward(benchmark, record, impl, in_ch, out_ch, size, up, batch, dtype):
+    dt = RENDER_DTYPES[dtype]
+    x = torch.randn(batch, in_ch, size // up, size // up, device="cuda", dtype=dt, requires_grad=True)
+    weight = torch.randn(out_ch, in_ch, 3, 3, device="cuda", dtype=dt, requires_grad=True)
+    styles = torch.ones(in_ch, device="cuda", dtype=dt, requires_grad=True)
+    bias = torch.zeros(out_ch, device="cuda", dtype=dt, requires_grad=True)
+    noise = torch.randn(1, 1, size, size, device="cuda", dtype=dt)
+    strength = torch.tensor(0.1, device="cuda", dtype=dt, requires_grad=True)
+    inputs = (x, weight, styles, bias, strength)
+    gflop = 2 * batch * out_ch * in_ch * 9 * (size // up) ** 2 * 3 / 1e9  # forward, input grad, weight grad
+    record.update(channels=f"{in_ch}->{out_ch}", size=size, up=up, batch=batch, dtype=dtype, gflop=gflop, impl=impl)
+    grad = torch.randn(batch, out_ch, size, size, device="cuda", dtype=dt)
+
+    def step():
+        y = styled_conv2d(x, weight, styles, bias, noise, strength, up=up, impl=impl)
+        return torch.autograd.grad(y, inputs, grad)
+
+    benchmark(synchronized(step))

@@ -4,9 +4,11 @@
 #
 #   bash benchmarks/run_gpu.sh [quick|full] [OUTDIR]      (OUTDIR defaults to $OUT, else benchmarks/last_gpu_run)
 #
-# quick (default; about 6 minutes at most, for a lent device's short budget): the GPU tests, then the rows that
-#   issue #3's targets read, without torch.compile; each stage is time-boxed, so a slow stage cannot starve
-#   the others, and each leaves its own JSON and table.
+# quick (default; about 9 minutes at most, for a lent device's short budget): the registers and spills the driver
+#   reports against benchmarks/kernel_resources.md, the GPU tests, the Triton-vs-cuDNN render-net conv rows that
+#   decide what impl="auto" runs (kernels/_dispatch.py), then the rows that issue #3's targets read, without
+#   torch.compile; each stage is time-boxed, so a slow stage cannot starve the others, and each leaves its own
+#   JSON and table.
 # full: every GPU benchmark, torch.compile rows included (compiling takes a minute or more per case).
 set -uo pipefail  # no -e: a failed or timed-out stage still leaves the other stages' results
 cd "$(dirname "$0")/.."
@@ -32,10 +34,13 @@ bench() {  # bench NAME SECONDS PYTEST-ARGS...: a stage of benchmarks, kept shor
         --benchmark-max-time=0.2 --benchmark-columns=median,min,max,rounds "$@"
 }
 
+echo "== kernel_resources (at most 120s): driver-reported registers and spills vs benchmarks/kernel_resources.md"
+timeout 120 python -m ssgan.kernel_check --driver "$out/kernel_resources_driver.md" 2>&1 | tail -n 40 | tee "$out/kernel_resources.txt"
 stage gpu_tests 150 tests/test_gpu.py
+bench render_convs 150 benchmarks/bench_modulated_conv2d.py -k "render_conv"
 if [ "$mode" = quick ]; then
     bench local_generators 60 benchmarks/bench_class_mlp.py benchmarks/bench_depth_fusion.py -k "forward_backward and not compiled"
-    bench modulated_conv 60 benchmarks/bench_modulated_conv2d.py -k "forward_backward"
+    bench modulated_conv 60 benchmarks/bench_modulated_conv2d.py -k "forward_backward and not render_conv"
     bench train_256 120 benchmarks/bench_train.py -k "celebamask-256"
 else
     bench kernels 1800 benchmarks/bench_class_mlp.py benchmarks/bench_depth_fusion.py benchmarks/bench_modulated_conv2d.py \

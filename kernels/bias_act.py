@@ -172,6 +172,6 @@ def bias_act_triton(x, bias=None, dim=1, act="lrelu", alpha=0.2, gain=None):
 
 def bias_act(x, bias=None, dim=1, act="lrelu", alpha=0.2, gain=None, impl="auto"):
     """act(x + bias) * gain; gain defaults to sqrt(2) for lrelu and 1 for linear."""
-    if resolve_impl(impl, x, bias) == "triton":
+    if resolve_impl(impl, x, bias, op="bias_act") == "triton":
         return bias_act_triton(x, bias, dim, act, alpha, gain)
     return bias_act_reference(x, bias, dim, act, alpha, gain)

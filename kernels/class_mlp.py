@@ -37,11 +37,12 @@ except ImportError:
 SQRT2 = math.sqrt(2.0)
 NEG_SLOPE = 0.2
 
-# Tile sizes (pixels per program) on a GPU, not tuned there yet; the backward holds more [tile, C]
-# tensors live than the forward, hence its smaller tile. The interpreter pays per operation and per
-# program rather than per element, so it runs far fewer, larger tiles.
-FWD_BLOCK_P = 64
-BWD_BLOCK_P = 32
+# Tile sizes (pixels per program) and warps on a GPU, chosen with `python -m ssgan.kernel_check` so that neither
+# kernel spills on sm_80 or sm_90 (benchmarks/kernel_resources.md): the backward holds a [C, C] weight, its [C, C]
+# gradient and several [tile, C] tensors live at once, so it takes a 16-pixel tile and 8 warps. The interpreter pays
+# per operation and per program rather than per element, so it runs far fewer, larger tiles.
+FWD_BLOCK_P, FWD_WARPS, FWD_STAGES = 32, 8, 2  # 3 stages (the default) spilled 8 B at C=32 (demo) on sm_90
+BWD_BLOCK_P, BWD_WARPS = 16, 8
 INTERPRETER_BLOCK_P = 1024
 # The kernels keep a [C, C] weight and several [tile, C] activations in registers, and tl.dot wants
 # every dimension >= 16: channel counts outside this set of powers of two use the reference.
@@ -115,7 +116,7 @@ def _check_inputs(pos, weight, bias, styles, depth_weight, depth_bias, depth_lay
 def class_mlp(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture=False, impl="auto"):
     """Fused per-class coordinate MLP; see `class_mlp_reference` for shapes."""
     _check_inputs(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer)
-    if resolve_impl(impl, pos, weight, styles) == "triton" and weight.shape[-1] in KERNEL_CHANNELS:
+    if resolve_impl(impl, pos, weight, styles, op="class_mlp") == "triton" and weight.shape[-1] in KERNEL_CHANNELS:
         return class_mlp_triton(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture)
     return class_mlp_reference(pos, weight, bias, styles, depth_weight, depth_bias, depth_layer, detach_texture)
 
@@ -168,9 +169,14 @@ class _ModulatedMLP(torch.autograd.Function):
 def _kernel_dtypes(dtype):
     """(accumulator dtype, tl.dot input precision) for inputs of `dtype`."""
     acc = tl.float64 if dtype == torch.float64 else tl.float32
-    # fp32 follows torch's matmul setting so the fused op rounds like the reference on the same GPU.
-    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
-    return acc, "tf32" if tf32 else "ieee"
+    if dtype != torch.float32:
+        return acc, "ieee"
+    # fp32 follows torch's matmul setting so the fused op rounds like the reference on the same GPU. Without TF32,
+    # a GPU runs the dots as 3xTF32 (error near float32's): an IEEE fp32 tl.dot goes to the FMA units with both
+    # operands held in registers, and spilled kilobytes in the backward (ptxas on sm_80: 32 registers, 11.8 KB).
+    if torch.backends.cuda.matmul.allow_tf32:
+        return acc, "tf32"
+    return acc, "ieee" if interpreting() else "tf32x3"
 
 
 def _forward(pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_layer):
@@ -184,7 +190,7 @@ def _forward(pos, weight, bias, scale, demod, depth_weight, depth_bias, depth_la
     _class_mlp_fwd_kernel[grid](
         pos.contiguous(), weight.contiguous(), bias.contiguous(), scale.contiguous(), demod.contiguous(),
         depth_weight.contiguous(), depth_bias.contiguous(), hidden, depth, P, K, L, depth_layer,
-        C=C, BLOCK_P=block, ACC=acc, PRECISION=precision,
+        C=C, BLOCK_P=block, ACC=acc, PRECISION=precision, num_warps=FWD_WARPS, num_stages=FWD_STAGES,
     )
     return hidden, depth
 
@@ -223,6 +229,7 @@ def _backward(pos, weight, bias, scale, demod, depth_weight, depth_bias, grad_hi
         *sums.values(),
         P, K, L, depth_layer, tiles_per_map, num_tiles,
         C=C, BLOCK_P=block, ACC=acc, PRECISION=precision, DETACH=detach_texture, NEED_POS=need_pos,
+        num_warps=BWD_WARPS,
     )
     if not need_pos:
         sums["pos"] = None

@@ -271,7 +271,18 @@ def _block(n, cap):
     return max(16, min(cap, triton.next_power_of_2(n)))
 
 
-def _launch_config(depth, hidden, feat_weight):
+# Tiles per kernel: (BLOCK_P, BLOCK_F, BLOCK_C, num_warps). Chosen with `python -m ssgan.kernel_check` so that no
+# kernel spills on sm_80 or sm_90 in any dtype; float32 without TF32 is the tightest case, since tl.dot then runs on
+# the FMA units with both operands spread over the registers (64-wide tiles there spilled kilobytes). Registers,
+# spills and occupancy of each: benchmarks/kernel_resources.md.
+TILES = {
+    "forward": (64, 64, 16, 4),  # acc [P, F]; the dot reduces over BLOCK_C
+    "hidden": (64, 32, 16, 4),  # acc [P, C]; reduces over BLOCK_F
+    "params": (16, 64, 64, 8),  # acc [F, C]; reduces over BLOCK_P
+}
+
+
+def _launch_config(depth, hidden, feat_weight, kernel="forward"):
     K, C, F = depth.shape[1], hidden.shape[3], feat_weight.shape[1]
     dtype = hidden.dtype
     if dtype == torch.float64:
@@ -279,9 +290,10 @@ def _launch_config(depth, hidden, feat_weight):
     else:
         acc = tl.float32
         precision = "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    block_p, block_f, block_c, num_warps = TILES[kernel]
     return dict(
-        ACC=acc, PRECISION=precision, BLOCK_K=triton.next_power_of_2(K), BLOCK_P=64,
-        BLOCK_C=_block(C, 64), BLOCK_F=_block(F, 128),
+        ACC=acc, PRECISION=precision, BLOCK_K=triton.next_power_of_2(K), BLOCK_P=block_p,
+        BLOCK_C=_block(C, block_c), BLOCK_F=_block(F, block_f), num_warps=num_warps,
     )
 
 
@@ -310,7 +322,7 @@ def _depth_fusion_backward(depth, hidden, feat_weight, feat_bias, transparent, c
                            grad_features, grad_mask, needs_params):
     B, K, P = depth.shape
     C, F = hidden.shape[3], feat_weight.shape[1]
-    cfg = _launch_config(depth, hidden, feat_weight)
+    cfg = _launch_config(depth, hidden, feat_weight, "hidden")
     acc_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
     grad_hidden = new_output(hidden.shape, hidden)
     grad_w = new_output((B, K, P), depth, dtype=acc_dtype)  # dL/dweights
@@ -328,6 +340,8 @@ def _depth_fusion_backward(depth, hidden, feat_weight, feat_bias, transparent, c
     )
     if not needs_params:
         return grad_depth, grad_hidden, None, None
+    cfg = _launch_config(depth, hidden, feat_weight, "params")
+    num_p_tiles = triton.cdiv(P, cfg["BLOCK_P"])
     num_fc_tiles = triton.cdiv(F, cfg["BLOCK_F"]) * triton.cdiv(C, cfg["BLOCK_C"])
     split = min(B * num_p_tiles, _param_grad_split(depth.device, num_fc_tiles * K))
     grad_weight = new_output((split, K, F, C), depth, dtype=acc_dtype)
@@ -335,7 +349,7 @@ def _depth_fusion_backward(depth, hidden, feat_weight, feat_bias, transparent, c
     _depth_fusion_bwd_params_kernel[(num_fc_tiles, K, split)](
         hidden, grad_features, weights, grad_weight, grad_bias, B, K, P, C, F,
         ACC=cfg["ACC"], PRECISION=cfg["PRECISION"], SPLIT=split,
-        BLOCK_P=cfg["BLOCK_P"], BLOCK_C=cfg["BLOCK_C"], BLOCK_F=cfg["BLOCK_F"],
+        BLOCK_P=cfg["BLOCK_P"], BLOCK_C=cfg["BLOCK_C"], BLOCK_F=cfg["BLOCK_F"], num_warps=cfg["num_warps"],
     )
     return grad_depth, grad_hidden, grad_weight.sum(0).to(feat_weight.dtype), grad_bias.sum(0).to(feat_bias.dtype)
 
@@ -405,6 +419,6 @@ def depth_fusion_triton(depth, hidden, feat_weight, feat_bias, transparent=None,
 def depth_fusion(depth, hidden, feat_weight, feat_bias, transparent=None, composition_mask=None, impl="auto"):
     """Fused softmax-depth compositing; see `depth_fusion_reference` for shapes."""
     check_inputs(depth, hidden, feat_weight, feat_bias, transparent, composition_mask)
-    if resolve_impl(impl, depth, hidden, feat_weight) == "triton":
+    if resolve_impl(impl, depth, hidden, feat_weight, op="depth_fusion") == "triton":
         return depth_fusion_triton(depth, hidden, feat_weight, feat_bias, transparent, composition_mask)
     return depth_fusion_reference(depth, hidden, feat_weight, feat_bias, transparent, composition_mask)

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ._dispatch import interpreting, new_output, resolve_impl
-from .bias_act import SQRT2, bias_act_reference
-from .upfirdn2d import make_kernel, upfirdn2d_reference
+from .bias_act import SQRT2, bias_act, bias_act_reference
+from .upfirdn2d import make_kernel, upfirdn2d
 
 try:
     import triton
@@ -38,12 +38,14 @@ BLUR_TAPS = (1, 3, 3, 1)
 LRELU_SLOPE = 0.2
 
 
-def modulated_conv2d_reference(x, weight, styles, demodulate=True, up=1):
-    """x: [NCHW]; weight: [O, I, kh, kw]; styles: [I] (batch-shared) or [N, I]. Returns [N, O, H*up, W*up]."""
-    return _modulated_conv2d(x, weight, styles, demodulate, up, gain=1.0)
+def modulated_conv2d_reference(x, weight, styles, demodulate=True, up=1, parts_impl="reference"):
+    """x: [NCHW]; weight: [O, I, kh, kw]; styles: [I] (batch-shared) or [N, I]. Returns [N, O, H*up, W*up].
+
+    parts_impl: impl of the blur after an up=2 conv (`upfirdn2d`); the conv itself is always torch's (cuDNN)."""
+    return _modulated_conv2d(x, weight, styles, demodulate, up, gain=1.0, parts_impl=parts_impl)
 
 
-def _modulated_conv2d(x, weight, styles, demodulate, up, gain):
+def _modulated_conv2d(x, weight, styles, demodulate, up, gain, parts_impl="reference"):
     """modulated_conv2d_reference times `gain`, applied to the small weights or scales, not to the output.
 
     Always returns a fresh tensor that no backward needs, so callers may finish it in place."""
@@ -80,7 +82,7 @@ def _modulated_conv2d(x, weight, styles, demodulate, up, gain):
             y = y * (demod * gain)[..., None]
         if up == 1:
             return y
-    return upfirdn2d_reference(y, make_kernel(BLUR_TAPS, gain=4).to(y), padding=1)
+    return upfirdn2d(y, make_kernel(BLUR_TAPS, gain=4).to(y), padding=1, impl=parts_impl)
 
 
 def _conv_transpose2d_nchw(x, weight):
@@ -96,32 +98,37 @@ def _conv_transpose2d_nchw(x, weight):
     return y.contiguous(memory_format=torch.channels_last) if channels_last else y
 
 
-def styled_conv2d_reference(x, weight, styles, bias, noise=None, noise_strength=None, demodulate=True, up=1):
+def styled_conv2d_reference(x, weight, styles, bias, noise=None, noise_strength=None, demodulate=True, up=1,
+                            parts_impl="reference"):
     """Modulated conv, then noise * strength, then bias + leaky ReLU * sqrt(2).  # [NCHW]
 
-    noise: [N or 1, 1, H, W] or None; noise_strength: scalar tensor.
+    noise: [N or 1, 1, H, W] or None; noise_strength: scalar tensor. parts_impl: impl of the blur (`upfirdn2d`)
+    and of the bias + leaky ReLU (`bias_act`); the conv itself is always torch's (cuDNN).
     """
     # lrelu(z) * sqrt(2) == lrelu(sqrt(2) * z): the gain goes into the weights, noise and bias, and the
     # epilogue runs in place on the conv's fresh output, which spares three full-size tensors each way.
-    y = _modulated_conv2d(x, weight, styles, demodulate, up, gain=SQRT2)
+    y = _modulated_conv2d(x, weight, styles, demodulate, up, gain=SQRT2, parts_impl=parts_impl)
     if noise is not None:
         y = y.add_(noise * (noise_strength * SQRT2))
+    if resolve_impl(parts_impl, y, bias, op="bias_act") == "triton":
+        return bias_act(y, bias * SQRT2, alpha=LRELU_SLOPE, gain=1.0, impl="triton")  # one pass instead of two
     y = y.add_(bias[:, None, None] * SQRT2)
     return F.leaky_relu_(y, LRELU_SLOPE)
 
 
 def modulated_conv2d(x, weight, styles, demodulate=True, up=1, impl="auto"):
     """Modulated (and demodulated) convolution; see `modulated_conv2d_reference`."""
-    if resolve_impl(impl, x, weight, styles) == "triton":
+    if resolve_impl(impl, x, weight, styles, op="modulated_conv2d") == "triton":
         return _modulated_conv2d_triton(x, weight, styles, demodulate, up)
-    return modulated_conv2d_reference(x, weight, styles, demodulate, up)
+    return modulated_conv2d_reference(x, weight, styles, demodulate, up, parts_impl=impl)
 
 
 def styled_conv2d(x, weight, styles, bias, noise=None, noise_strength=None, demodulate=True, up=1, impl="auto"):
     """Modulated conv with the noise + bias + leaky-ReLU epilogue fused; see `styled_conv2d_reference`."""
-    if resolve_impl(impl, x, weight, styles) == "triton":
+    if resolve_impl(impl, x, weight, styles, op="styled_conv2d") == "triton":
         return _modulated_conv2d_triton(x, weight, styles, demodulate, up, bias, noise, noise_strength)
-    return styled_conv2d_reference(x, weight, styles, bias, noise, noise_strength, demodulate, up)
+    # cuDNN's conv; under impl="auto" on CUDA the blur and the epilogue still take their fused Triton kernels
+    return styled_conv2d_reference(x, weight, styles, bias, noise, noise_strength, demodulate, up, parts_impl=impl)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,8 +273,11 @@ class _ScaledConv2d(torch.autograd.Function):
 
 
 def _dot_precision(dtype):
-    allow = torch.backends.cudnn.allow_tf32 and not interpreting()  # follow cuDNN's convolution setting
-    return "tf32" if dtype == torch.float32 and allow else "ieee"
+    """tl.dot's input precision: float32 follows cuDNN's TF32 setting; without TF32 a GPU runs 3xTF32 (error near
+    float32's), since IEEE fp32 dots run on the FMA units with their operands in registers and spill."""
+    if dtype != torch.float32 or interpreting():
+        return "ieee"
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "tf32x3"
 
 
 def _acc_type(dtype):
@@ -288,15 +298,17 @@ def _pow2_between(n, low, high):
     return min(high, max(low, triton.next_power_of_2(n)))
 
 
-def _tuning_configs(keys):
-    sizes = [
-        (64, 64, 32, 4, 3),
-        (128, 64, 32, 4, 3),
-        (64, 128, 32, 4, 3),
-        (128, 128, 32, 8, 3),
-        (64, 32, 32, 4, 4),
-        (32, 64, 64, 4, 3),
-    ]
+# Autotune configs (BLOCK_P, BLOCK_O, BLOCK_I, warps, stages), the last block size being the reduction's. Kept: those
+# that compile without spills on sm_80 and sm_90 in every dtype mode, at the preset shapes and off the tile sizes
+# (`python -m ssgan.kernel_check`, table in benchmarks/kernel_resources.md). A 32-wide reduction tile spilled in
+# every config tried (up to 2 KB; 8 KB at 32 registers for 128x128x32 in float32); on sm_80, 128x64x16 spilled
+# 4-12 B in 16-bit dtypes, the weight gradient 8-32 B with 3 stages, and its 64x32x16 on 4 warps 4 B (16-bit, off
+# the tile sizes).
+CONV_CONFIGS = [(64, 128, 16, 8, 3), (64, 32, 16, 4, 2)]
+WEIGHT_GRAD_CONFIGS = [(64, 128, 16, 8, 2), (64, 64, 16, 8, 2)]
+
+
+def _tuning_configs(keys, sizes):
     return [triton.Config(dict(zip(keys, s[:3])), num_warps=s[3], num_stages=s[4]) for s in sizes]
 
 
@@ -539,29 +551,32 @@ if triton is not None:
         s_step = (BLOCK_I // (P_IN * P_IN)) * sin_c
         w_step = BLOCK_I * swi
         acc = tl.zeros([BLOCK_P, BLOCK_O], dtype=ACC_TYPE)
-        for ky in tl.static_range(K):
+        # A runtime loop over the taps, not an unrolled one: unrolled, the compiler hoisted every tap's pointers and
+        # masks out of the channel loops, and ptxas spilled at any tile size (kernel_check, sm_80 and sm_90).
+        for tap in range(K * K):
+            ky = tap // K
+            kx = tap % K
             hy = ph + (ky - K // 2)
-            row_ok = p_in & (hy >= 0) & (hy < H)
-            for kx in tl.static_range(K):
-                wx = pw + (kx - K // 2)
-                ok = row_ok & (wx >= 0) & (wx < W)
-                tap = (ky - K // 2) * row_step + (kx - K // 2) * col_step
-                x_ptrs = x_sample + tap + x_pix[:, None] + x_chan[None, :]  # [BLOCK_P, BLOCK_I]
-                ty = K - 1 - ky if FLIP else ky
-                tx = K - 1 - kx if FLIP else kx
-                w_ptrs = w_ptr + ty * swy + tx * swx + w_block  # [BLOCK_I, BLOCK_O]
-                s_ptrs = s_first
-                for i0 in range(0, C_in, BLOCK_I):
-                    i_in = offs_i < C_in - i0
-                    xt = tl.load(x_ptrs, mask=ok[:, None] & i_in[None, :], other=0)
-                    if HAS_IN_SCALE:
-                        scale = tl.load(s_ptrs, mask=i_in, other=0).to(ACC_TYPE)
-                        xt = (xt.to(ACC_TYPE) * scale[None, :]).to(x_ptr.dtype.element_ty)
-                        s_ptrs += s_step
-                    wt = tl.load(w_ptrs, mask=i_in[:, None] & o_in[None, :], other=0)
-                    acc = tl.dot(xt, wt, acc, input_precision=DOT_PRECISION)
-                    x_ptrs += x_step
-                    w_ptrs += w_step
+            wx = pw + (kx - K // 2)
+            ok = p_in & (hy >= 0) & (hy < H) & (wx >= 0) & (wx < W)
+            shift = (ky - K // 2) * row_step + (kx - K // 2) * col_step
+            x_ptrs = x_sample + shift + x_pix[:, None] + x_chan[None, :]  # [BLOCK_P, BLOCK_I]
+            if FLIP:
+                w_ptrs = w_ptr + (K - 1 - ky) * swy + (K - 1 - kx) * swx + w_block  # [BLOCK_I, BLOCK_O]
+            else:
+                w_ptrs = w_ptr + ky * swy + kx * swx + w_block
+            s_ptrs = s_first
+            for i0 in range(0, C_in, BLOCK_I):
+                i_in = offs_i < C_in - i0
+                xt = tl.load(x_ptrs, mask=ok[:, None] & i_in[None, :], other=0)
+                if HAS_IN_SCALE:
+                    scale = tl.load(s_ptrs, mask=i_in, other=0).to(ACC_TYPE)
+                    xt = (xt.to(ACC_TYPE) * scale[None, :]).to(x_ptr.dtype.element_ty)
+                    s_ptrs += s_step
+                wt = tl.load(w_ptrs, mask=i_in[:, None] & o_in[None, :], other=0)
+                acc = tl.dot(xt, wt, acc, input_precision=DOT_PRECISION)
+                x_ptrs += x_step
+                w_ptrs += w_step
 
         out_chan = offs_o // (P_OUT * P_OUT)
         oy = (ph * P_OUT)[:, None] + (offs_o // P_OUT % P_OUT)[None, :]  # [BLOCK_P, BLOCK_O]
@@ -665,12 +680,14 @@ if triton is not None:
     _CONV_KERNELS = (
         _scaled_conv_kernel,
         triton.autotune(
-            _tuning_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I")), key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"]
+            _tuning_configs(("BLOCK_P", "BLOCK_O", "BLOCK_I"), CONV_CONFIGS),
+            key=["C_in", "C_out", "H", "W", "K", "P_IN", "P_OUT"],
         )(_scaled_conv_kernel),
     )
     _WEIGHT_GRAD_KERNELS = (
         _scaled_conv_weight_grad_kernel,
         triton.autotune(
-            _tuning_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P")), key=["C_in", "C_out", "H", "W", "K", "P_OUT"]
+            _tuning_configs(("BLOCK_O", "BLOCK_I", "BLOCK_P"), WEIGHT_GRAD_CONFIGS),
+            key=["C_in", "C_out", "H", "W", "K", "P_OUT"],
         )(_scaled_conv_weight_grad_kernel),
     )

@@ -257,6 +257,6 @@ def upfirdn2d_triton(x, kernel, up=1, down=1, padding=0):
 
 def upfirdn2d(x, kernel, up=1, down=1, padding=0, impl="auto"):
     """Upsample by `up`, pad, convolve with `kernel` ([kh, kw]), downsample by `down`.  # [NCHW]"""
-    if resolve_impl(impl, x, kernel) == "triton":
+    if resolve_impl(impl, x, kernel, op="upfirdn2d") == "triton":
         return upfirdn2d_triton(x, kernel, up, down, padding)
     return upfirdn2d_reference(x, kernel, up, down, padding)

@@ -241,3 +241,21 @@ def test_float64_backward_to_rounding():
         grads[impl] = torch.autograd.grad((run(case, tensors, impl) * weights).sum(), list(tensors.values()))
     for name, ours, ref in zip(tensors, grads["triton"], grads["reference"]):
         assert rel_err(ours, ref) < 1e-12, name
+
+
+@pytest.mark.parametrize("up", [1, 2])
+def test_cudnn_conv_with_triton_blur_and_epilogue_matches_reference(up):
+    """impl="auto" on CUDA: torch's conv, then the Triton upfirdn2d (blur) and bias_act (epilogue)."""
+    from ssgan.kernels.modulated_conv2d import styled_conv2d_reference
+
+    x = torch.randn(2, 6, 5, 7, requires_grad=True)
+    weight = torch.randn(4, 6, 3, 3, requires_grad=True)
+    styles, bias = torch.randn(6, requires_grad=True), torch.randn(4, requires_grad=True)
+    noise, strength = torch.randn(1, 1, 5 * up, 7 * up), torch.tensor(0.3, requires_grad=True)
+    inputs = (x, weight, styles, bias, strength)
+    outs = {}
+    for parts in ("reference", "triton"):
+        y = styled_conv2d_reference(x, weight, styles, bias, noise, strength, up=up, parts_impl=parts)
+        outs[parts] = (y, *torch.autograd.grad(y.square().sum(), inputs))
+    for out, ref in zip(outs["triton"], outs["reference"]):
+        assert rel_err(out, ref) < 1e-5
