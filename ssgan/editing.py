@@ -87,7 +87,7 @@ MAX_SEEDS = 100_000  # seeds in one list: beyond this a typo ("0-1000000") would
 
 
 def parse_seeds(text):
-    """A seed list like "0,3,10-12" -> [0, 3, 10, 11, 12], in the order given (repeats kept: they pair up).
+    """A seed list like "0,3,10-12" -> [0, 3, 10, 11, 12], in the order given; a seed given twice is refused.
 
     Every item is a seed or an inclusive range low-high with 0 <= low <= high <= MAX_SEED; at most MAX_SEEDS in all.
     Raises ValueError naming the list and the bad item (the one message of every command taking seeds)."""
@@ -113,7 +113,16 @@ def parse_seeds(text):
         if total > MAX_SEEDS:
             raise bad(f"more than {MAX_SEEDS} seeds")
         seeds.append(range(lo, hi + 1))
-    return [seed for r in seeds for seed in r]
+    flat = [seed for r in seeds for seed in r]
+    if len(set(flat)) != len(flat):
+        seen, repeated = set(), []
+        for seed in flat:
+            if seed in seen and seed not in repeated:
+                repeated.append(seed)
+            seen.add(seed)
+        shown = ", ".join(map(str, repeated[:5])) + (", ..." if len(repeated) > 5 else "")
+        raise bad(f"seed{'s' * (len(repeated) != 1)} {shown} given more than once; give each seed once")
+    return flat
 
 
 @torch.no_grad()
@@ -502,6 +511,9 @@ class Locality:
         head = f"locality{' of ' + region if region else ''}:"
         lines = [head, "  sample  |d| inside  |d| outside  ratio  seg IoU outside"]
         for i, (a, b, r, iou) in enumerate(zip(self.inside, self.outside, self.ratio, self.seg_iou_outside)):
+            if torch.isnan(a):  # no pixel of the region in this sample: nothing to measure inside it
+                lines.append(f"  {i:6d}  region absent in this sample")
+                continue
             lines.append(f"  {i:6d}  {a:10.4f}  {b:11.4f}  {r:5.1f}  {iou:15.4f}")
         return "\n".join(lines)
 

@@ -10,7 +10,8 @@ import torch
 from ssgan import editing as E
 from ssgan.editing import SEEDS_HELP
 from ssgan.latents import known_batch, read_latent
-from ssgan.model_cli import MODEL_HELP, load_model
+from ssgan.model_cli import (MODEL_HELP, NOISE_HELP, check_out_folder, finite_float, load_model, nonnegative_float,
+                             positive_float)
 
 
 def _model(args):
@@ -43,17 +44,22 @@ def _file_batch(G, path):
 
 def _add_common(p, latents=True):
     p.add_argument("--ckpt", required=True, help=MODEL_HELP)
-    p.add_argument("--out", default=None, help="output folder (default out/<command>)")
-    p.add_argument("--noise-mode", default="const", choices=("const", "random", "none"))
+    p.add_argument("--out", default=None, help="output folder (default out/<command>; made when missing)")
+    p.add_argument("--noise-mode", default="const", choices=("const", "random", "none"), help=NOISE_HELP)
     if latents:
         src = p.add_mutually_exclusive_group(required=True)
         src.add_argument("--seeds", help=SEEDS_HELP)
         src.add_argument("--latent", help="latent file (.npy or .safetensors): [D] or [B, D] W, or [B, 2+2K, D] W+")
-        p.add_argument("--psi", type=float, default=0.7, help="truncation for seeds (default 0.7)")
+        p.add_argument("--psi", type=nonnegative_float, default=0.7, help="truncation for seeds (default 0.7)")
+
+
+def _check_out(args):
+    """The --out check every command makes before any work."""
+    return check_out_folder(args.out or Path("out") / args.command)
 
 
 def _out(args):
-    out = Path(args.out or Path("out") / args.command)
+    out = _check_out(args)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -72,7 +78,24 @@ def _count(G, seeds, latent_file):
     return None if latent_file is None else _file_batch(G, latent_file)
 
 
+def _pair_check(G, args):
+    """Seeds/latent counts of a region swap that cannot pair, named by the options given."""
+    def count(seeds, latent, seeds_opt, latent_opt):
+        if seeds is not None:
+            n = len(E.parse_seeds(seeds))
+            return n, f"{seeds_opt} {seeds!r} gives {n} seed{'s' * (n != 1)}"
+        n = _file_batch(G, latent) if latent is not None else None
+        return n, f"{latent_opt} {latent} holds {n} latent{'s' * (n != 1)}"
+
+    a, a_text = count(args.seeds, args.latent, "--seeds", "--latent")
+    b, b_text = count(args.source_seeds, args.source_latent, "--source-seeds", "--source-latent")
+    if a and b and a != b and 1 not in (a, b):
+        raise ValueError(f"{a_text} and {b_text}: they pair one to one, so give as many of each "
+                         "(or just one of either)")  # fmt: skip
+
+
 def run_edit(args):
+    _check_out(args)
     G = _model(args)
     cfg = G.cfg
     E.region_slots(cfg, args.regions)  # a bad spec fails before any rendering
@@ -80,6 +103,7 @@ def run_edit(args):
     if mixing == (args.direction is not None):
         raise ValueError("choose one edit: --source-seeds/--source-latent (region swap) or --direction")
     if mixing:
+        _pair_check(G, args)
         source_count = _count(G, args.source_seeds, args.source_latent)
         w = _latents(G, args.seeds, args.latent, args.psi, pair_with=source_count)
         source = _latents(G, args.source_seeds, args.source_latent, args.psi, pair_with=w.shape[0],
@@ -110,6 +134,11 @@ def run_edit(args):
 
 
 def run_interpolate(args):
+    if args.key_latent is not None and args.keys is not None:
+        raise ValueError("--keys and --key-latent both given: --key-latent's file decides the keys; drop --keys")
+    if args.keys is None:
+        args.keys = 4
+    _check_out(args)
     G = _model(args)
     cfg = G.cfg
     E.region_slots(cfg, args.regions)
@@ -140,6 +169,7 @@ def run_interpolate(args):
 
 
 def run_components(args):
+    _check_out(args)
     G = _model(args)
     order = args.order
     E.component_order(G.cfg, order)
@@ -161,6 +191,7 @@ def run_invert(args):
     for name in ("batch", "steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be 1 or more, got {getattr(args, name)}")
+    _check_out(args)
     G = _model(args)
     cfg = G.cfg
     paths = I.list_images(args.images)
@@ -267,6 +298,15 @@ def run_fit_direction(args):
 # --- registration ---------------------------------------------------------------------------------
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where an option has a default (not on required options or None defaults)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def register(sub):
     region_help = "regions by class name: 'hair', 'mouth:texture', 'eyes:shape', 'base'; comma-separated"
 
@@ -277,19 +317,21 @@ def register(sub):
     p.add_argument("--source-seeds", help="swap the regions in from these seeds (paired with --seeds/--latent)")
     p.add_argument("--source-latent", help="swap the regions in from this latent file")
     p.add_argument("--direction", help="direction file (.npy/.safetensors), [D] or [2+2K, D]")
-    p.add_argument("--strength", type=float, default=3.0, help="step along --direction (default 3)")
+    p.add_argument("--strength", type=finite_float, default=3.0, help="step along --direction (default 3)")
     p.add_argument("--dilate", type=int, default=0, help="grow the region by this many pixels for the locality report")
     p.set_defaults(run=run_edit)
 
     p = sub.add_parser("interpolate", help="animate the chosen regions along a path through key latents (GIF)")
     _add_common(p)
     p.add_argument("--regions", required=True, help=region_help)
-    p.add_argument("--keys", type=int, default=4, help="random key latents (default 4)")
+    p.add_argument("--keys", type=int, default=None, help="random key latents (default 4; not with --key-latent)")
     p.add_argument("--key-seed", type=int, default=1000, help="seed of the first random key (default 1000)")
     p.add_argument("--key-latent", help="key latents from a file instead of random ones")
-    p.add_argument("--method", default="cubic", choices=E.INTERPOLATIONS)
-    p.add_argument("--frames", type=int, default=60)
-    p.add_argument("--fps", type=int, default=20)
+    p.add_argument("--method", default="cubic", choices=E.INTERPOLATIONS,
+                   help="how the path runs through the keys (default cubic)")
+    p.add_argument("--frames", type=int, default=60,
+                   help="total frames of the whole loop, all keys together (default 60)")
+    p.add_argument("--fps", type=int, default=20, help="frames per second of the GIF/MP4 (default 20)")
     p.add_argument("--mp4", action="store_true", help="also write an MP4 (needs ffmpeg on PATH)")
     p.set_defaults(run=run_interpolate)
 
@@ -300,17 +342,21 @@ def register(sub):
 
     p = sub.add_parser("invert", help="invert a folder of aligned face images into W+ (or W)")
     _add_common(p, latents=False)
-    p.add_argument("--images", required=True, help="folder of aligned, square images")
-    p.add_argument("--mode", default="w+", choices=("w+", "w"))
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--w-reg", type=float, default=1.0, help="weight of mean((w - w_avg)^2)")
-    p.add_argument("--pixel-weight", type=float, default=None, help="MSE weight (default 1, or 0.1 with --perceptual)")
+    p.add_argument("--images", required=True, help="an aligned, square image file, or a folder of them")
+    p.add_argument("--mode", default="w+", choices=("w+", "w"),
+                   help="latent space fitted: w+ (one code per slot, the default) or w (one code)")
+    p.add_argument("--steps", type=int, default=400, help="optimisation steps per batch (default 400)")
+    p.add_argument("--lr", type=positive_float, default=0.1,
+                   help="peak Adam learning rate of the projector ramp (default 0.1)")
+    p.add_argument("--w-reg", type=nonnegative_float, default=1.0, help="weight of mean((w - w_avg)^2)")
+    p.add_argument("--pixel-weight", type=nonnegative_float, default=None,
+                   help="MSE weight (default 1, or 0.1 with --perceptual)")
     p.add_argument("--perceptual", help="TorchScript feature network file for a perceptual loss (pixels only without)")
     p.add_argument("--finetune-steps", type=int, default=0, help="pivotal tuning steps on all G weights")
-    p.add_argument("--finetune-lr", type=float, default=1e-4)
+    p.add_argument("--finetune-lr", type=positive_float, default=1e-4,
+                   help="pivotal tuning learning rate (default 1e-4)")
     p.add_argument("--save-tuned", action="store_true", help="save each tuned generator under tuned/")
-    p.add_argument("--batch", type=int, default=1, help="images inverted (and tuned) together")
+    p.add_argument("--batch", type=int, default=1, help="images inverted (and tuned) together (default 1)")
     p.add_argument("--latent-format", default="npy", choices=("npy", "safetensors"))
     p.add_argument("--no-resize", action="store_true", help="refuse images that are not already the model size")
     p.add_argument("--encoder", help="start from this trained encoder's prediction (see train-encoder)")
@@ -323,20 +369,20 @@ def register(sub):
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--iters", type=int, default=3, help="refinement iterations per step")
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--pixel-weight", type=float, default=0.0, help="add pixel MSE through G (slower)")
-    p.add_argument("--mixing", type=float, default=0.5, help="share of style-mixed training codes")
+    p.add_argument("--lr", type=positive_float, default=1e-4)
+    p.add_argument("--pixel-weight", type=nonnegative_float, default=0.0, help="add pixel MSE through G (slower)")
+    p.add_argument("--mixing", type=nonnegative_float, default=0.5, help="share of style-mixed training codes")
     p.add_argument("--width", type=int, default=32, help="first conv width of the encoder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=1000)
     p.set_defaults(run=run_train_encoder)
 
     p = sub.add_parser("fit-direction", help="fit an InterFaceGAN-style direction from latents and binary labels",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+                       formatter_class=_DefaultsHelp)  # fmt: skip
     p.add_argument("--latents", required=True, help="latents [M, D] or [M, 2+2K, D] (.npy or .safetensors)")
     p.add_argument("--ckpt", help="the model the latents belong to (checked against it); " + MODEL_HELP)
     p.add_argument("--key", help="tensor name in a .safetensors latent file")
     p.add_argument("--labels", required=True, help="binary labels: .npy or a text file of 0/1")
-    p.add_argument("--method", default="svm", choices=E.FIT_METHODS)
+    p.add_argument("--method", default="svm", choices=E.FIT_METHODS, help="linear classifier fitted")
     p.add_argument("--out", required=True, help="direction file to write (.npy or .safetensors)")
     p.set_defaults(run=run_fit_direction)

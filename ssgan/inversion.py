@@ -49,10 +49,14 @@ def load_image(path, size, resize=True):
 
 
 def list_images(folder):
-    """The image files in a folder, sorted by name."""
+    """The image files in a folder, sorted by name; a single image file is a list of itself."""
     folder = Path(folder)
+    if folder.is_file():
+        if folder.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ValueError(f"{folder} is not an image ({', '.join(IMAGE_SUFFIXES)})")
+        return [folder]
     if not folder.is_dir():
-        raise FileNotFoundError(f"no image folder {folder}")
+        raise FileNotFoundError(f"no image file or folder {folder}")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
         raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -69,8 +73,9 @@ def load_images(paths, size, resize=True):
 
 def projector_lr(step, steps, lr, rampup=0.05, rampdown=0.25):
     """StyleGAN2-projector schedule: linear warm-up over the first `rampup` of the steps, cosine decay
-    over the last `rampdown`."""
-    t = step / steps
+    over the last `rampdown`. Evaluated at the middle of each step, (step + 0.5) / steps, so that neither the first
+    step (at 0 the warm-up gives 0: `--steps 1` would never move) nor the last (at 1 the decay gives 0) is lost."""
+    t = (step + 0.5) / steps
     ramp = min(1.0, (1 - t) / rampdown)
     ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
     return lr * ramp * min(1.0, t / rampup)
@@ -136,7 +141,7 @@ class InversionResult:
     w_plus: torch.Tensor  # [B, 2+2K, D]
     image: torch.Tensor  # [B, 3, S, S] the reconstruction (from the tuned generator when tuned)
     seg: torch.Tensor  # [B, K, S, S] its segmentation logits
-    losses: list = field(default_factory=list)  # total loss per inversion step
+    losses: list = field(default_factory=list)  # total loss before each step, then of the latent returned
     generator: nn.Module | None = None  # the pivotally tuned copy of G, if tuned
     finetune_losses: list = field(default_factory=list)  # total loss per tuning step
 
@@ -186,6 +191,10 @@ def invert(G, images, mode="w+", steps=400, lr=0.1, loss=None, w_reg=1.0, noise_
         losses.append(total.item() / B)
         if callback is not None:
             callback(step, losses[-1])
+    if steps > 0:  # the loss of the latent returned, after the last update (losses[i] is the loss before update i)
+        with torch.no_grad():
+            out = G(w=w, noise_mode=noise_mode)
+            losses.append((loss(out.image, images).sum() + w_reg * (w - w_avg).square().mean() * B).item() / B)
     w_plus = as_w_plus(cfg, w.detach())
     result = InversionResult(w_plus.clone(), None, None, losses)
     if finetune_steps > 0:

@@ -96,6 +96,13 @@ def read_latent(cfg: SSGConfig, w, forms=("w", "w+"), pair_with=None, what="late
     Raises ValueError naming the expected and the given shape, or both readings of an ambiguous array."""
     w = torch.as_tensor(w)
     shape = tuple(w.shape)
+    if 0 in shape:
+        raise ValueError(f"{what} of shape {shape} is empty: it holds no codes")
+    if w.is_floating_point() or w.is_complex():
+        bad = int((~torch.isfinite(w)).sum())
+        if bad:
+            raise ValueError(f"{what} of shape {shape} has {bad} non-finite value{'s' * (bad != 1)} (NaN or inf) "
+                             f"of {w.numel()}")  # fmt: skip
     readings = _readings(cfg, shape, forms)
     if cfg.n_latent == cfg.n_latent_expand:  # K(L-2) = base_layers: the two spaces look alike, W+ is meant
         readings = [r for r in readings if r[0] != "expanded" or ("w+", r[1], r[2]) not in readings]

@@ -362,7 +362,7 @@ def test_errors_found_before_writing_leave_no_output(models, tmp_path, argv, cap
 
 def test_parse_seeds():
     assert E.parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
-    assert E.parse_seeds(" 4 - 6 , 9,9") == [4, 5, 6, 9, 9]
+    assert E.parse_seeds(" 4 - 6 , 9") == [4, 5, 6, 9]
     assert E.parse_seeds("5-5") == [5]
 
 
@@ -370,7 +370,8 @@ def test_parse_seeds():
     ("5-2", r"range '5-2' runs backwards \(did you mean 2-5\?\)"), ("", "empty item"), ("1,,2", "empty item"),
     ("3,", "empty item"), ("-3", "negative"), ("2--4", "negative"), ("-4-2", "negative"),
     ("0-100000000000", "more than 100000 seeds"), ("1e3", "not a seed or a range"), ("0x10", "not a seed"),
-    ("3-", "not a seed"), (str(2**64), "above the largest seed"),
+    ("3-", "not a seed"), (str(2**64), "above the largest seed"), ("3,3", "seed 3 given more than once"),
+    ("0-4,2-3", "seeds 2, 3 given more than once"),
 ])  # fmt: skip
 def test_bad_seed_lists_have_one_message(text, reason):
     message = rf"^bad seed list '{text}': .*{reason}.*; write seeds and ranges like 0,3,10-12$"
@@ -387,3 +388,141 @@ def test_every_command_refuses_a_backward_range_alike(models, tmp_path, command,
     assert err == f"ssgan {command[0]}: error: bad seed list '5-2': range '5-2' runs backwards (did you mean 2-5?); " \
                   "write seeds and ranges like 0,3,10-12\n"  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+# --- 9. what a newcomer hands the commands --------------------------------------------------------
+
+OUT_COMMANDS = {
+    "generate": ["generate", "--seeds", "0", "--device", "cpu"],
+    "edit": ["edit", "--seeds", "0", "--source-seeds", "1", "--regions", "class_1"],
+    "interpolate": ["interpolate", "--seeds", "0", "--regions", "class_1", "--keys", "1", "--frames", "2"],
+    "components": ["components", "--seeds", "0"],
+    "invert": ["invert", "--steps", "1", "--images", "FACES"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", sorted(OUT_COMMANDS) + ["metrics", "train"])
+def test_out_that_is_a_file_is_refused_alike(models, tmp_path, command, capsys):
+    gfile = tmp_path / "gfile"
+    gfile.write_text("keep me")
+    ckpt = str(models["ssgan"])
+    if command == "metrics":
+        argv = ["metrics", ckpt, "--metrics", "classes", "--num", "2", "--batch", "2"]
+    elif command == "train":
+        argv = ["train", "--data", str(tmp_path / "nodata")]
+    else:
+        argv = [a.replace("FACES", str(tmp_path)) for a in OUT_COMMANDS[command]] + ["--ckpt", ckpt]
+    assert main(argv + ["--out", str(gfile)]) == 2
+    assert capsys.readouterr().err == f"ssgan {command}: error: --out {gfile} is a file, not a folder; pass a folder " \
+                                      "(it is made when missing)\n"  # fmt: skip
+    assert gfile.read_text() == "keep me"
+
+
+def test_convert_refuses_a_folder_and_a_non_safetensors_name(models, tmp_path, capsys):
+    folder = tmp_path / "existing_folder"
+    folder.mkdir()
+    assert main(["convert", str(models["ssgan"]), str(folder)]) == 2
+    assert f"output {folder} is a folder; name the .safetensors file" in capsys.readouterr().err
+    assert main(["convert", str(models["ssgan"]), str(tmp_path / "out.pt")]) == 2
+    assert "name it .safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "out.pt").exists() and list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("fill, words", [(None, "is empty: it holds no codes"), (float("nan"), "non-finite"),
+                                         (float("inf"), "non-finite")])  # fmt: skip
+def test_read_latent_refuses_empty_and_non_finite(fill, words):
+    if fill is None:
+        w = torch.zeros(0, NC, 8)
+    else:
+        w = torch.zeros(2, NC, 8)
+        w[1, 3, :3] = fill
+    with pytest.raises(ValueError, match=rf"my latent of shape \({w.shape[0]}, {NC}, 8\) .*{words}") as e:
+        read_latent(CFG, w, what="my latent")
+    if fill is not None:
+        assert "3 non-finite values" in str(e.value)
+    with pytest.raises(ValueError, match=words):
+        read_latent(CFG, torch.zeros(0, 8) if fill is None else torch.full((8,), fill), what="w")
+
+
+@pytest.mark.parametrize("command", [["edit", "--source-seeds", "1", "--regions", "class_1"], ["components"],
+                                     ["interpolate", "--regions", "class_1", "--keys", "1", "--frames", "2"]])
+@pytest.mark.parametrize("kind", ["empty", "nan", "inf"])
+def test_commands_refuse_empty_and_non_finite_latents(models, tmp_path, command, kind, capsys):
+    w = {"empty": torch.zeros(0, TINY.n_latent, 8), "nan": torch.full((1, TINY.n_latent, 8), float("nan")),
+         "inf": torch.full((2, 8), float("inf"))}[kind]  # fmt: skip
+    E.save_latents(tmp_path / "w.npy", w)
+    out = tmp_path / "out"
+    argv = command + ["--ckpt", str(models["ssgan"]), "--latent", str(tmp_path / "w.npy"), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--latent {tmp_path / 'w.npy'} of shape {tuple(w.shape)}" in err
+    assert ("is empty" if kind == "empty" else f"{w.numel()} non-finite values") in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["generate", "--psi", "nan"], "'nan' is not a finite number"),
+    (["generate", "--psi", "-1"], "'-1' is negative"),
+    (["edit", "--seeds", "0", "--regions", "class_1", "--direction", "d.npy", "--strength", "inf"],
+     "'inf' is not a finite number"),
+    (["invert", "--images", "x", "--lr", "0"], "'0' must be more than 0"),
+    (["components", "--seeds", "0", "--psi", "abc"], "'abc' is not a number"),
+])  # fmt: skip
+def test_cli_floats_must_be_finite(models, argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--ckpt", str(models["ssgan"])])
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seeds", ["3,3", "0-2,1"])
+def test_generate_refuses_repeated_seeds(models, tmp_path, seeds, capsys):
+    assert main(["generate", "--ckpt", str(models["ssgan"]), "--seeds", seeds, "--device", "cpu",
+                 "--out", str(tmp_path / "out")]) == 2  # fmt: skip
+    assert "given more than once; give each seed once" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("given, words", [
+    (["--seeds", "0-2", "--source-seeds", "5-6"], "--seeds '0-2' gives 3 seeds and --source-seeds '5-6' gives 2 seeds"),
+    (["--latent", "LAT", "--source-seeds", "5-6"], "holds 3 latents and --source-seeds '5-6' gives 2 seeds"),
+])  # fmt: skip
+def test_unpaired_swap_names_the_options_given(models, tmp_path, given, words, capsys):
+    E.save_latents(tmp_path / "w.npy", torch.zeros(3, TINY.n_latent, 8))
+    given = [a.replace("LAT", str(tmp_path / "w.npy")) for a in given]
+    assert main(["edit", "--ckpt", str(models["ssgan"]), "--regions", "class_1", "--out", str(tmp_path / "o")]
+                + given) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert words in err and "do not pair up" not in err and "target latent" not in err
+
+
+def test_locality_report_says_when_a_region_is_absent():
+    nan = torch.tensor([float("nan"), 0.5])
+    report = E.Locality(nan, torch.tensor([0.1, 0.1]), torch.tensor([1.0, 1.0])).report("hair")
+    assert "region absent in this sample" in report.splitlines()[2] and "nan" not in report
+    assert "5.0" in report.splitlines()[3]
+
+
+@pytest.mark.parametrize("keys", [["--keys", "5"], ["--keys", "1"]])
+def test_interpolate_refuses_keys_with_key_latent(models, tmp_path, keys, capsys):
+    E.save_latents(tmp_path / "k.npy", torch.zeros(2, TINY.n_latent, 8))
+    assert main(["interpolate", "--ckpt", str(models["ssgan"]), "--seeds", "0", "--regions", "class_1",
+                 "--key-latent", str(tmp_path / "k.npy"), "--out", str(tmp_path / "o")] + keys) == 2  # fmt: skip
+    assert "--keys and --key-latent both given" in capsys.readouterr().err
+
+
+def test_help_texts(capsys):
+    from ssgan.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    wanted = {"generate": ("--out", "--device", "--noise-mode", "--psi"),
+              "edit": ("--out", "--noise-mode"), "interpolate": ("--out", "--frames", "--fps", "--method"),
+              "components": ("--out", "--noise-mode"), "invert": ("--out", "--steps", "--lr", "--mode", "--batch")}
+    for command, options in wanted.items():
+        actions = {o: a for a in sub.choices[command]._actions for o in a.option_strings}
+        for option in options:
+            assert actions[option].help, f"{command} {option} has no help"
+    frames = {o: a for a in sub.choices["interpolate"]._actions for o in a.option_strings}["--frames"]
+    assert "total" in frames.help
+    text = sub.choices["fit-direction"].format_help()
+    assert "(default: None)" not in text and "(default: svm)" in text

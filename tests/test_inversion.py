@@ -1,4 +1,5 @@
 """Inversion of real faces: image loading, the loss falls, W mode, pivotal tuning, feature loss, the CLI."""
+import re
 import shutil
 
 import numpy as np
@@ -61,8 +62,10 @@ def test_bad_images(tmp_path):
 
 def test_projector_lr_schedule():
     lrs = [I.projector_lr(s, 100, 0.1) for s in range(100)]
-    assert lrs[0] == 0 and max(lrs) == pytest.approx(0.1)
-    assert lrs[10] == pytest.approx(0.1) and lrs[99] < 0.001
+    assert 0 < lrs[0] < 0.02 and max(lrs) == pytest.approx(0.1)
+    assert lrs[10] == pytest.approx(0.1) and 0 < lrs[99] < 0.001
+    assert I.projector_lr(0, 1, 0.1) == pytest.approx(0.1)  # one step is the whole run: it moves (it was 0)
+    assert all(I.projector_lr(s, 3, 0.1) > 0 for s in range(3))
     assert all(a >= b for a, b in zip(lrs[75:], lrs[76:]))
 
 
@@ -72,7 +75,7 @@ def test_projector_lr_schedule():
 def test_inversion_loss_falls(G):
     target = I.load_images([face(1)], G.cfg.size)
     result = I.invert(G, target, steps=20)
-    assert len(result.losses) == 20
+    assert len(result.losses) == 21  # before each of the 20 steps, then of the latent returned
     assert result.losses[-1] < 0.6 * result.losses[0]
     # The first loss is the pixel MSE at w_avg (the regulariser is zero there).
     assert (result.image - target).square().mean() < 0.6 * result.losses[0]
@@ -142,3 +145,30 @@ def test_cli_invert(tmp_path, capsys):
     (images / "face5.png").write_bytes(b"broken")
     assert main(["invert", "--ckpt", ck, "--images", str(images), "--out", str(out), "--steps", "1"]) == 2
     assert "face5.png: not a readable image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_few_steps_move_the_latent_and_the_last_loss_is_the_saved_ones(G, steps):
+    target = I.load_images([face(1)], G.cfg.size)
+    result = I.invert(G, target, steps=steps, w_reg=0.5)
+    w_avg = E.as_w_plus(G.cfg, G.mean_latent())
+    assert not torch.allclose(result.w_plus, w_avg)  # --steps 1 moved nothing: its learning rate was 0
+    with torch.no_grad():
+        image = G(w=result.w_plus, noise_mode="const").image
+        saved = I.ReconstructionLoss()(image, target).sum() + 0.5 * (result.w_plus - w_avg).square().mean()
+    assert len(result.losses) == steps + 1 and result.losses[-1] == pytest.approx(saved.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["face.png", "face.jpg"])
+def test_cli_invert_takes_one_image_file(tmp_path, name, capsys):
+    Image.open(face(3)).convert("RGB").save(tmp_path / name)
+    out = tmp_path / "out"
+    ck = str(shared_path("fixtures", "official_small", "checkpoint.pt"))
+    assert main(["invert", "--ckpt", ck, "--images", str(tmp_path / name), "--out", str(out), "--steps", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "wrote recon/, latents/ and masks/ for 1 images" in text
+    first, last = re.search(r"loss (\S+) -> (\S+)", text).groups()
+    assert first != last and (out / "latents" / "face.npy").exists()
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["invert", "--ckpt", ck, "--images", str(tmp_path / "notes.txt"), "--out", str(out)]) == 2
+    assert "notes.txt is not an image" in capsys.readouterr().err

@@ -409,3 +409,31 @@ def test_browser_click_region_move_slider(G, ckpt):
         log, _ = server.communicate(timeout=30)
         (ARTIFACTS / "server.log").write_text(log)
     assert "BLOCKED" not in log, f"the server tried to reach the network:\n{log}"
+
+
+# --- the command's options ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-5", "http"])
+def test_port_out_of_range_is_an_argument_error(port, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["studio", "--ckpt", "x.safetensors", "--port", port])
+    assert e.value.code == 2 and "--port" in capsys.readouterr().err
+
+
+def test_busy_port_is_a_clear_error(ckpt, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["studio", "--ckpt", str(ckpt), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} is in use on 127.0.0.1: pass --port another" in err and "GRADIO" not in err
+
+
+def test_studio_ckpt_help_names_every_model_form(capsys):
+    from ssgan.model_cli import MODEL_HELP
+
+    with pytest.raises(SystemExit):
+        main(["studio", "--help"])
+    assert "run directory" in " ".join(capsys.readouterr().out.split()) and "run directory" in MODEL_HELP

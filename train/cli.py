@@ -122,6 +122,9 @@ def register(sub):
 
 
 def run_train(args):
+    from ssgan.model_cli import check_out_folder
+
+    check_out_folder(getattr(args, "out", None))  # before any work
     names = {f.name for f in fields(TrainOptions)}
     given = {k: v for k, v in vars(args).items() if k in names}
     opts = resume_options(given["resume"], given) if given.get("resume") else TrainOptions(**given)
@@ -150,6 +153,9 @@ def run_metrics(args):
     import torch
     from ssgan.train import metrics
 
+    from ssgan.model_cli import check_out_folder
+
+    check_out_folder(args.out)  # before any work
     G = _load_generator(args.network)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     G = G.to(device)
