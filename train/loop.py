@@ -453,7 +453,7 @@ class Trainer:
             from ssgan.train.data import source_class_names
 
             names = None if dataset is not None or opts.image_only else source_class_names(opts.data)
-            self.cfg = model_config(opts if dataset is None else replace(opts, transparent=None), config, names)
+            self.cfg = model_config(opts if names else replace(opts, transparent=None), config, names)  # final below
         self.dataset = dataset if dataset is not None else self._open_dataset()
         data_names = getattr(self.dataset, "class_names", None)
         if resumed is None:
