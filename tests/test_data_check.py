@@ -417,13 +417,13 @@ def test_missing_masks_and_orphan_masks_are_all_listed_with_the_other_bad_rows(t
         open_dataset(root, 16, 3)
     message = str(error.value)
     assert "4 of 5 dataset rows are bad" in message
-    assert "face1.png): has no mask (no mask file of the same name)" in message
-    assert "face3.png): has no mask" in message
-    assert "face2.png): has no image (no image file of the same name)" in message
+    assert "row 1 mask: missing (image (" in message and "face1.png) has no mask file of the same name)" in message
+    assert "face3.png) has no mask file" in message
+    assert "row 2 image: missing (mask (" in message and "face2.png) has no image file of the same name)" in message
     assert "face4.png): label value 9" in message
     assert cli_main(["check-data", str(root), "--classes", "3"]) == 1  # bad rows: exit 1, not 2
     out = capsys.readouterr().out
-    assert "face1.png): has no mask" in out and "face2.png): has no image" in out and "face3.png): has no mask" in out
+    assert "face1.png) has no mask" in out and "face2.png) has no image" in out and "face3.png) has no mask" in out
     assert len(folder_dataset(root / "images", root / "masks")) == 5
 
 

@@ -139,9 +139,11 @@ def decode_row(record, row, image_column, mask_column, label_map=None, allow_los
     where = _where(record[image_column], row, "image")
     value = record[mask_column] if mask_column is not None else None
     if mask_column is not None and _missing(value) and not _missing(record[image_column]):
-        return None, None, [("mask", f"{where}: has no mask (no mask file of the same name)")]
+        return None, None, [("mask", f"row {row} mask: missing ({where[len(f'row {row} '):]} has no mask file of "
+                                     "the same name)")]  # fmt: skip
     if mask_column is not None and _missing(record[image_column]) and not _missing(value):
-        return None, None, [("image", f"{_where(value, row, 'mask')}: has no image (no image file of the same name)")]
+        return None, None, [("image", f"row {row} image: missing ({_where(value, row, 'mask')[len(f'row {row} '):]} "
+                                      "has no image file of the same name)")]  # fmt: skip
     try:
         image = to_rgb(_open(record[image_column], row, "image"), where)
     except (DataError, ValueError) as e:
