@@ -3,8 +3,9 @@
 `check_dataset` decodes every row with the reader training uses (`ssgan.train.data.decode_row`), in threads (Pillow
 decodes outside the GIL), and returns a `DataCheck`: each row's image size and label histogram, and every problem
 found (unreadable or truncated files, missing masks, image/mask size mismatches, masks that are not label maps,
-label maps stored lossily, label_map gaps). Problems that depend on the model (label values >= K) and on the options
-(lossy masks allowed or not) are derived from the histograms, so one scan serves every model.
+label maps stored lossily, label_map gaps). Problems that depend on the model (label values >= K, images not S x S without resize) and on
+the options (lossy masks allowed or not) are derived from the histograms and image sizes when the scan is read, so
+one scan serves every model.
 
 The scan is cached as JSON under `cache_dir/data-checks/`, keyed by the dataset's fingerprint, the size and
 modification time of every file a row refers to by path, the columns and the label_map: a dataset is scanned once,

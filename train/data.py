@@ -379,7 +379,8 @@ def folder_dataset(image_dir, mask_dir=None):
     """A `datasets.Dataset` of the images under image_dir paired by basename with the label maps under mask_dir.
 
     Sub-folders are searched; basenames must be unique. Every image needs a mask and every mask an image: an unpaired
-    file becomes a row whose other cell is missing, a bad row that the dataset check reports. With mask_dir None the dataset has only an "image" column.
+    file becomes a row whose other cell is missing, a bad row that the dataset check reports. With mask_dir None the
+    dataset has only an "image" column.
     """
     import datasets
 
@@ -426,8 +427,9 @@ def open_dataset(spec, size, num_classes, image_only=False, check=True, allow_lo
     With check=True every row is decoded once (`ssgan.train.check.check_dataset`, cached under cache_dir, default
     $SSGAN_CACHE or ~/.cache/ssgan, by the dataset's fingerprint), and a DataError lists every bad row at once:
     unreadable or truncated files, missing masks, image/mask size mismatches, masks that are not label maps, label maps
-    stored lossily (unless allow_lossy_masks=True), label values >= num_classes (each with its pixels). Images smaller
-    than `size` give one UpsamplingWarning. Label maps whose values stop short of num_classes - 1 are an error too when
+    stored lossily (unless allow_lossy_masks=True), label values >= num_classes (each with its pixels), and with
+    resize=False every image that is not size x size. With resize=True images smaller than `size` give one
+    UpsamplingWarning. Label maps whose values stop short of num_classes - 1 are an error too when
     the data does not name its classes (a wrong class count, most often; id2label.json can name classes never seen).
     With on_error="skip" bad rows are dropped instead (SegmentationDataset). The builtin data, drawn by ssgan at
     `size`, is not scanned. The result's `class_names` are the data's class names (a tuple, or None when the data does

@@ -26,8 +26,8 @@ def register(sub):
         "check-data", help="check every image and label map of a dataset; print per-class pixels and presence",
         description="Decode every row of a dataset as training would, list every bad file at once (unreadable or "
         "truncated files, image/mask size mismatches, masks that are not label maps, label maps stored lossily, label "
-        "values >= the class count, images without a mask and masks without an image, with --size images of another size) "
-        "and print a per-class table of pixels and presence. Exits 1 when a row is bad.",
+        "values >= the class count, images without a mask and masks without an image, with --size images of another "
+        "size) and print a per-class table of pixels and presence. Exits 1 when a row is bad.",
     )  # fmt: skip
     check.add_argument("data", metavar="PATH", help="a dataset: a folder (images/ + masks/, or save_to_disk), "
                        "'hf:<id>' or 'builtin:N'")  # fmt: skip
