@@ -40,7 +40,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv=None):
     import warnings
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # imports the command modules (torch...): seconds
+    except KeyboardInterrupt:
+        print("ssgan: interrupted (SIGINT)", file=sys.stderr)
+        return 130
     formatwarning, showwarning = warnings.formatwarning, warnings.showwarning
     warnings.formatwarning, warnings.showwarning = _plain_warning, _show_warning
     try:
