@@ -333,5 +333,5 @@ def test_ctrl_c_before_the_first_step_prints_one_line_and_leaves_no_run(tmp_path
     assert main(argv) == 130 and capsys.readouterr().err == "ssgan train: interrupted (SIGINT)\n"
     import ssgan.cli
 
-    monkeypatch.setattr(ssgan.cli, "build_parser", interrupted)  # ... or while the commands are being imported
+    monkeypatch.setattr(ssgan.cli, "build_parser", lambda: interrupted(None))  # ... or while the commands are being imported
     assert main(argv) == 130 and capsys.readouterr().err == "ssgan: interrupted (SIGINT)\n"
