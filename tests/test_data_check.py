@@ -433,6 +433,8 @@ def test_check_data_classes_take_names_or_a_count_and_are_checked_as_train_check
     assert cli_main(["check-data", str(root), "--classes", "sky,road,car"]) == 0
     out = capsys.readouterr().out
     assert "    2  car" in out and "no problems found" in out
+    assert cli_main(["check-data", str(root), "--classes", "sky,road,car,tree"]) == 1  # as train: names unseen classes
+    assert "values 0..2 (3 classes) but the model has 4 classes" in capsys.readouterr().out
     assert cli_main(["check-data", str(root), "--classes", "sky,road"]) == 1
     assert "label value 2 (256 px) outside 0..1" in capsys.readouterr().out
     assert cli_main(["check-data", str(root), "--classes", "0"]) == 2

@@ -81,7 +81,6 @@ def run_check(args):
     from ssgan.train.builtin import default_cache_dir
     from ssgan.train.check import check_dataset, error_file_for
     from ssgan.train.data import DataError, load_source
-
     from ssgan.train.loop import TrainOptions, model_config
 
     cache_dir = Path(args.cache) if args.cache else default_cache_dir()
@@ -106,9 +105,8 @@ def run_check(args):
             print(f"note: --classes {args.classes} ({given.num_classes} classes) differs from the "
                   f"{len(class_names)} recorded class names")  # fmt: skip
             class_names = None
-        elif given is not None and not class_names and not str(args.classes).strip().isdigit():
-            class_names = given.class_names
-        print(report.table(class_names, num_classes))
+        names_given = given is not None and not class_names and not str(args.classes).strip().isdigit()
+        print(report.table(given.class_names if names_given else class_names, num_classes))
     try:
         report.raise_errors(num_classes, args.allow_lossy_masks, error_file_for(hf, cache_dir),
                             classes_named=class_names is not None, size=args.size, resize=False,
