@@ -189,8 +189,9 @@ def test_check_data_command_prints_the_class_table(tmp_path, capsys):
     root = bad_folder(tmp_path / "bad")
     assert cli_main(["check-data", str(root), "--classes", "3", "--size", "32"]) == 1
     out = capsys.readouterr().out
-    assert "5 of 6 dataset rows are bad" in out and "warning: 6 of 6 images are smaller than 32x32" not in out
-    assert "warning: 5 of 6 images are smaller than 32x32" in out  # the truncated image has no size
+    assert "6 of 6 dataset rows are bad" in out  # every readable image is 16x16, not 32x32; the truncated one bad
+    refused = "image is 16x16 but the model's size is 32x32; `ssgan train` refuses it unless given --resize"
+    assert out.count(refused) == 5
     assert cli_main(["check-data", str(root), "--classes", "10", "--allow-lossy-masks"]) == 1
     out = capsys.readouterr().out
     assert "3 of 6 dataset rows are bad" in out and "JPEG" not in out.split("error:")[1]
@@ -369,3 +370,101 @@ def test_training_refuses_bad_data_before_the_first_step(tmp_path):
         Trainer(tiny_options(tmp_path, data=str(lossy)), config=TINY, device="cpu")
     trainer = Trainer(tiny_options(tmp_path, data=str(lossy), allow_lossy_masks=True), config=TINY, device="cpu")
     assert len(trainer.dataset) == 2 and trainer.dataset[0]["mask"].shape == (3, 16, 16)
+
+
+# --- every bad row in one report: sizes, missing masks ----------------------------------------------------------
+
+
+def sized_folder(root, sizes):
+    """images/ and masks/ with one noise image (and a same-size zero mask) per (width, height)."""
+    rng = np.random.default_rng(3)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, (width, height) in enumerate(sizes):
+        Image.fromarray(noise(rng, height, width)).save(root / "images" / f"face{i}.png")
+        Image.fromarray(np.zeros((height, width), np.uint8)).save(root / "masks" / f"face{i}.png")
+    return root
+
+
+def test_every_image_of_another_size_is_listed_before_training_without_resize(tmp_path, capsys):
+    root = sized_folder(tmp_path / "data", [(16, 16), (32, 32), (16, 24), (8, 8)])
+    with pytest.raises(DataError) as error:
+        open_dataset(root, 16, 1, resize=False)
+    message = str(error.value)
+    assert "3 of 4 dataset rows are bad" in message and "face0" not in message
+    assert "face1.png): image is 32x32 but the model's size is 16x16; resize=True" in message
+    assert "face2.png): image is 16x24 (not square) but the model's size is 16x16" in message
+    assert "face3.png): image is 8x8 but the model's size is 16x16" in message
+    assert len(open_dataset(root, 16, 1, resize=True)) == 4  # resized and centre-cropped: fine
+    # the cached scan is reused at another size, and the size is applied when it is read
+    with pytest.raises(DataError, match=r"3 of 4 dataset rows are bad") as error:
+        open_dataset(root, 32, 1, resize=False)
+    assert "face1" not in str(error.value) and "face0.png): image is 16x16 but the model's size is 32x32" in str(
+        error.value)
+    # check-data --size says the same, and how train treats them
+    assert cli_main(["check-data", str(root), "--size", "16"]) == 1
+    out = capsys.readouterr().out
+    assert "3 of 4 dataset rows are bad" in out and "(not square)" in out and "unless given --resize" in out
+    assert cli_main(["check-data", str(root)]) == 0  # no model size: nothing to compare
+    assert "no problems found" in capsys.readouterr().out
+
+
+def test_missing_masks_and_orphan_masks_are_all_listed_with_the_other_bad_rows(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", [np.zeros((16, 16), np.uint8)] * 4 + [np.full((16, 16), 9, np.uint8)])
+    (root / "masks" / "face1.png").unlink()
+    (root / "masks" / "face3.png").unlink()
+    (root / "images" / "face2.png").unlink()
+    with pytest.raises(DataError) as error:
+        open_dataset(root, 16, 3)
+    message = str(error.value)
+    assert "4 of 5 dataset rows are bad" in message
+    assert "row 1 mask: missing (image (" in message and "face1.png) has no mask file of the same name)" in message
+    assert "face3.png) has no mask file" in message
+    assert "row 2 image: missing (mask (" in message and "face2.png) has no image file of the same name)" in message
+    assert "face4.png): label value 9" in message
+    assert cli_main(["check-data", str(root), "--classes", "3"]) == 1  # bad rows: exit 1, not 2
+    out = capsys.readouterr().out
+    assert "face1.png) has no mask" in out and "face2.png) has no image" in out and "face3.png) has no mask" in out
+    assert len(folder_dataset(root / "images", root / "masks")) == 5
+
+
+def test_check_data_classes_take_names_or_a_count_and_are_checked_as_train_checks_them(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", [np.full((16, 16), k, np.uint8) for k in range(3)])
+    assert cli_main(["check-data", str(root), "--classes", "sky,road,car"]) == 0
+    out = capsys.readouterr().out
+    assert "    2  car" in out and "no problems found" in out
+    assert cli_main(["check-data", str(root), "--classes", "sky,road,car,tree"]) == 1  # as train: names unseen classes
+    assert "values 0..2 (3 classes) but the model has 4 classes" in capsys.readouterr().out
+    assert cli_main(["check-data", str(root), "--classes", "sky,road"]) == 1
+    assert "label value 2 (256 px) outside 0..1" in capsys.readouterr().out
+    assert cli_main(["check-data", str(root), "--classes", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "0" in err
+    train_error = cli_main(["train", "--data", str(root), "--classes", "0", "--dry-run"])
+    assert train_error == 2 and capsys.readouterr().err.split("error: ")[1] == err.split("error: ")[1]
+    assert cli_main(["check-data", str(root), "--size", "48"]) == 2
+    err = capsys.readouterr().err
+    assert "size=48 must be a power of two" in err
+    assert cli_main(["train", "--data", str(root), "--size", "48", "--dry-run"]) == 2
+    assert capsys.readouterr().err.split("error: ")[1] == err.split("error: ")[1]
+
+
+def test_cli_warnings_are_plain_lines(capsys, monkeypatch):
+    import ssgan.cli as cli
+
+    def warns(args):
+        warnings.warn("images will be upsampled", UpsamplingWarning, stacklevel=1)
+        warnings.warn("another", UserWarning, stacklevel=1)
+        return 0
+
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="ssgan")
+    parser.add_subparsers(dest="command").add_parser("demo").set_defaults(run=warns)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli.main(["demo"]) == 0
+    err = capsys.readouterr().err
+    assert err == "warning: images will be upsampled\nwarning: another\n"
+    assert warnings.showwarning is not cli._show_warning  # restored after the command

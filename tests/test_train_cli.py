@@ -171,7 +171,9 @@ def test_cli_trains_a_five_class_folder_with_its_own_names(tmp_path, capsys):
         done.set()
         watcher.join()
     assert status == 128 + signal.SIGINT
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "interrupted by SIGINT" not in captured.out and err.count("interrupted by SIGINT") == 1  # once, stderr
     (interrupted,) = set(out.iterdir()) - {run}
     assert f"Resume with: ssgan train --resume {interrupted}" in err
     snapshot = list_snapshots(interrupted)[-1]  # the final one (the signal comes a step or so after tick 3)
@@ -287,3 +289,49 @@ def test_bf16_regularisation_runs_in_float32(tmp_path):
     assert passes["D"] == [True, True, False, True]  # fake and real, R1, the G step's
     assert passes["G"] == [True, True, False]  # fakes for D, the G step, path length
     assert all(np.isfinite(v) for v in stats.values()) and "r1_seg" in stats and "path_penalty" in stats
+
+
+# --- the data's recorded class names, relative data paths, Ctrl-C --------------------------------------------------
+def test_a_folder_with_id2label_trains_with_its_names_without_classes(tmp_path, capsys, monkeypatch):
+    from ssgan.train.data import write_class_names
+
+    data = make_folder(tmp_path / "data", count=2, num_classes=4)
+    write_class_names(data, ("sky", "sea", "sand", "rock"))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs"
+    argv = ["train", "--data", "data", "--out", str(out), *TINY_ARGS, "--kimg", "0.002", "--tick-kimg", "0.002"]
+    assert main(argv + ["--dry-run"]) == 0  # the preset has 7 classes: the data's 4 names decide
+    assert "4 classes (sky, sea, sand, rock)" in capsys.readouterr().out
+    assert main(argv + ["--no-progress"]) == 0
+    (run,) = out.iterdir()
+    info = json.loads((run / "training_options.json").read_text())
+    assert ssgan.SSGConfig.from_dict(info["config"]).class_names == ("sky", "sea", "sand", "rock")
+    assert info["options"]["data"] == str(data.resolve())  # stored absolute: --resume works from any directory
+    # a real mismatch still names both numbers
+    assert main(argv + ["--classes", "5", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--classes 5 disagrees with the data" in err and "records 4 classes (sky, sea, sand, rock)" in err
+    monkeypatch.chdir(tmp_path / "data")
+    assert main(["train", "--resume", str(run), "--kimg", "0.004", "--no-progress"]) == 0
+
+
+def test_ctrl_c_before_the_first_step_prints_one_line_and_leaves_no_run(tmp_path, capsys, monkeypatch):
+    data = make_folder(tmp_path / "data", count=2)
+    out = tmp_path / "runs"
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)  # Ctrl-C before the first step ends
+    argv = ["train", "--data", str(data), "--out", str(out), "--classes", ",".join(CLASSES), *TINY_ARGS,
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 130
+    captured = capsys.readouterr()
+    assert captured.err == "ssgan train: interrupted (SIGINT)\n" and "Traceback" not in captured.out
+    assert list(out.iterdir()) == []
+    monkeypatch.setattr(Trainer, "__init__", interrupted)  # ... or while the data is still being opened
+    assert main(argv) == 130 and capsys.readouterr().err == "ssgan train: interrupted (SIGINT)\n"
+    import ssgan.cli
+
+    monkeypatch.setattr(ssgan.cli, "build_parser", lambda: interrupted(None))  # ... or while the commands are being imported
+    assert main(argv) == 130 and capsys.readouterr().err == "ssgan: interrupted (SIGINT)\n"

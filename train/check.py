@@ -3,8 +3,9 @@
 `check_dataset` decodes every row with the reader training uses (`ssgan.train.data.decode_row`), in threads (Pillow
 decodes outside the GIL), and returns a `DataCheck`: each row's image size and label histogram, and every problem
 found (unreadable or truncated files, missing masks, image/mask size mismatches, masks that are not label maps,
-label maps stored lossily, label_map gaps). Problems that depend on the model (label values >= K) and on the options
-(lossy masks allowed or not) are derived from the histograms, so one scan serves every model.
+label maps stored lossily, label_map gaps). Problems that depend on the model (label values >= K, images not S x S without resize) and on
+the options (lossy masks allowed or not) are derived from the histograms and image sizes when the scan is read, so
+one scan serves every model.
 
 The scan is cached as JSON under `cache_dir/data-checks/`, keyed by the dataset's fingerprint, the size and
 modification time of every file a row refers to by path, the columns and the label_map: a dataset is scanned once,
@@ -55,9 +56,27 @@ class DataCheck:
         """1 + the largest label value in any label map (0 for image-only data)."""
         return 1 + max((max(counts) for counts in self.label_counts if counts), default=-1)
 
-    def errors(self, num_classes=None, allow_lossy_masks=False):
-        """Every problem as a message naming its row and file, in row order; label values >= num_classes included."""
+    def size_problems(self, size, resize=False, hint=None):
+        """[(row, message)] for every image the loader would refuse at `size`: with resize=False each image that is
+        not size x size (non-square ones say so); with resize=True none (every image is resized and centre-cropped).
+
+        Derived from the recorded image sizes, so one cached scan serves every model size."""
+        if size is None or resize:
+            return []
+        hint = hint or "resize=True (`ssgan train --resize`) resizes and centre-crops it"
+        found = []
+        for row, wh in enumerate(self.image_sizes):
+            if wh is not None and tuple(wh) != (size, size):
+                square = "" if wh[0] == wh[1] else " (not square)"
+                found.append((row, f"{self.names[row]}: image is {wh[0]}x{wh[1]}{square} but the model's size is "
+                                   f"{size}x{size}; {hint}"))  # fmt: skip
+        return found
+
+    def errors(self, num_classes=None, allow_lossy_masks=False, size=None, resize=True, size_hint=None):
+        """Every problem as a message naming its row and file, in row order; label values >= num_classes included,
+        and with size given and resize False every image that is not size x size."""
         found = [(row, message) for row, kind, message in self.problems if kind != "lossy" or not allow_lossy_masks]
+        found += self.size_problems(size, resize, size_hint)
         if num_classes is not None:
             for row, counts in enumerate(self.label_counts):
                 if counts:
@@ -104,13 +123,14 @@ class DataCheck:
             lines.append(f"{k:>5}  {names[k]:<{width}}  {pixels[k]:>14,}  {share:>7.2%}  {presence:>17}")
         return "\n".join(lines)
 
-    def raise_errors(self, num_classes=None, allow_lossy_masks=False, error_file=None, classes_named=False):
+    def raise_errors(self, num_classes=None, allow_lossy_masks=False, error_file=None, classes_named=False, size=None,
+                     resize=True, size_hint=None):  # fmt: skip
         """Raise DataError listing every bad row (the first LISTED_ERRORS in the message, all of them in error_file).
 
         Also an error: label maps whose values stop short of num_classes - 1 while the data does not name its classes
         (classes_named False), since a model with more classes than its data is most often a wrong class count.
         """
-        errors = self.errors(num_classes, allow_lossy_masks)
+        errors = self.errors(num_classes, allow_lossy_masks, size, resize, size_hint)
         short = num_classes is not None and not classes_named and 0 < self.num_labels < num_classes
         if short and not errors:
             raise DataError(f"the label maps hold values 0..{self.num_labels - 1} ({self.num_labels} classes) but the "
@@ -120,7 +140,8 @@ class DataCheck:
             return
         bad_rows = len({row for row, kind, _ in self.problems if kind != "lossy" or not allow_lossy_masks}
                        | {row for row, counts in enumerate(self.label_counts)
-                          if counts and num_classes is not None and max(counts) >= num_classes})  # fmt: skip
+                          if counts and num_classes is not None and max(counts) >= num_classes}
+                       | {row for row, _ in self.size_problems(size, resize)})  # fmt: skip
         header = f"{bad_rows} of {self.rows} dataset rows are bad ({len(errors)} problems, all listed"
         if num_classes is not None and self.num_labels > num_classes:
             header = (f"the label maps hold values up to {self.num_labels - 1} ({self.num_labels} classes) but the "

@@ -137,13 +137,19 @@ def decode_row(record, row, image_column, mask_column, label_map=None, allow_los
 
     problems, image, labels = [], None, None
     where = _where(record[image_column], row, "image")
+    value = record[mask_column] if mask_column is not None else None
+    if mask_column is not None and _missing(value) and not _missing(record[image_column]):
+        return None, None, [("mask", f"row {row} mask: missing ({where[len(f'row {row} '):]} has no mask file of "
+                                     "the same name)")]  # fmt: skip
+    if mask_column is not None and _missing(record[image_column]) and not _missing(value):
+        return None, None, [("image", f"row {row} image: missing ({_where(value, row, 'mask')[len(f'row {row} '):]} "
+                                      "has no image file of the same name)")]  # fmt: skip
     try:
         image = to_rgb(_open(record[image_column], row, "image"), where)
     except (DataError, ValueError) as e:
         problems.append(("image", str(e)))
     if mask_column is None:
         return image, None, problems
-    value = record[mask_column]
     where = _where(value, row, "mask")
     try:
         mask = _open(value, row, "mask")
@@ -252,6 +258,10 @@ def _undecoded(dataset):
 def _where(value, row, what):
     path = value.get("path") if isinstance(value, dict) else value if isinstance(value, (str, os.PathLike)) else None
     return f"row {row} {what}" + (f" ({path})" if path else "")
+
+
+def _missing(value):
+    return value is None or (isinstance(value, dict) and value.get("bytes") is None and not value.get("path"))
 
 
 def _open(value, row, what):
@@ -368,23 +378,23 @@ def _files_by_basename(folder, what):
 def folder_dataset(image_dir, mask_dir=None):
     """A `datasets.Dataset` of the images under image_dir paired by basename with the label maps under mask_dir.
 
-    Sub-folders are searched; basenames must be unique, and every image needs a mask and every mask an image.
-    With mask_dir None the dataset has only an "image" column.
+    Sub-folders are searched; basenames must be unique. Every image needs a mask and every mask an image: an unpaired
+    file becomes a row whose other cell is missing, a bad row that the dataset check reports. With mask_dir None the
+    dataset has only an "image" column.
     """
     import datasets
 
     images = _files_by_basename(image_dir, "image")
-    names = sorted(images, key=_natural_key)
-    columns = {"image": [str(images[name]) for name in names]}
-    if mask_dir is not None:
+    if mask_dir is None:
+        names = sorted(images, key=_natural_key)
+        columns = {"image": [str(images[name]) for name in names]}
+    else:
+        # An image without a mask, or a mask without an image, is a row with that cell missing: the dataset check
+        # lists every such row together with the other bad rows (see `decode_row`), instead of stopping at the first.
         masks = _files_by_basename(mask_dir, "mask")
-        for name in names:
-            if name not in masks:
-                raise DataError(f"image {images[name]} has no mask named {name}.* under {mask_dir}")
-        for name in masks:
-            if name not in images:
-                raise DataError(f"mask {masks[name]} has no image named {name}.* under {image_dir}")
-        columns["mask"] = [str(masks[name]) for name in names]
+        names = sorted(set(images) | set(masks), key=_natural_key)
+        columns = {"image": [str(images[name]) if name in images else None for name in names],
+                   "mask": [str(masks[name]) if name in masks else None for name in names]}  # fmt: skip
     features = datasets.Features({name: datasets.Image() for name in columns})
     return datasets.Dataset.from_dict(columns, features=features)
 
@@ -417,8 +427,9 @@ def open_dataset(spec, size, num_classes, image_only=False, check=True, allow_lo
     With check=True every row is decoded once (`ssgan.train.check.check_dataset`, cached under cache_dir, default
     $SSGAN_CACHE or ~/.cache/ssgan, by the dataset's fingerprint), and a DataError lists every bad row at once:
     unreadable or truncated files, missing masks, image/mask size mismatches, masks that are not label maps, label maps
-    stored lossily (unless allow_lossy_masks=True), label values >= num_classes (each with its pixels). Images smaller
-    than `size` give one UpsamplingWarning. Label maps whose values stop short of num_classes - 1 are an error too when
+    stored lossily (unless allow_lossy_masks=True), label values >= num_classes (each with its pixels), and with
+    resize=False every image that is not size x size. With resize=True images smaller than `size` give one
+    UpsamplingWarning. Label maps whose values stop short of num_classes - 1 are an error too when
     the data does not name its classes (a wrong class count, most often; id2label.json can name classes never seen).
     With on_error="skip" bad rows are dropped instead (SegmentationDataset). The builtin data, drawn by ssgan at
     `size`, is not scanned. The result's `class_names` are the data's class names (a tuple, or None when the data does
@@ -443,8 +454,10 @@ def open_dataset(spec, size, num_classes, image_only=False, check=True, allow_lo
                                cache_dir=cache_dir)  # fmt: skip
         if kw.get("on_error", "raise") == "raise":
             report.raise_errors(None if image_only else num_classes, allow_lossy_masks, error_file_for(hf, cache_dir),
-                                classes_named=class_names is not None)  # fmt: skip
-        report.warn_upsampling(size)
+                                classes_named=class_names is not None, size=size,
+                                resize=kw.get("resize", True))  # fmt: skip
+        if kw.get("resize", True):
+            report.warn_upsampling(size)
     dataset = SegmentationDataset(hf, size, num_classes, image_only=image_only, allow_lossy_masks=allow_lossy_masks,
                                   class_names=class_names, **kw)  # fmt: skip
     dataset.check = report
@@ -506,6 +519,21 @@ def load_source(spec, size=64, image_only=False, cache_dir=None, seed=0, **hub_k
 
 
 # --- class names ----------------------------------------------------------------------------------------------------
+
+
+def source_class_names(spec):
+    """The class names a dataset spec records (as `load_source` returns them) without opening or checking the data:
+    the builtin classes, a hub repository's or a folder's id2label.json, or None. Lets a trainer build its model
+    from the data's names before the data is opened (and checked) once with the right class count."""
+    spec = str(spec)
+    if is_builtin_spec(spec):
+        from ssgan.train.builtin import BUILTIN_CLASSES
+
+        return tuple(BUILTIN_CLASSES)
+    if spec.startswith("hf:"):
+        return hub_class_names(spec[3:])
+    return read_class_names(spec) if Path(spec).is_dir() else None
+
 
 # The file that names a dataset's classes: {"0": "background", "1": "face", ...}, the convention of Hugging Face
 # segmentation datasets, at the top of a folder dataset, of a save_to_disk folder, or of a hub dataset repository.

@@ -26,14 +26,17 @@ def register(sub):
         "check-data", help="check every image and label map of a dataset; print per-class pixels and presence",
         description="Decode every row of a dataset as training would, list every bad file at once (unreadable or "
         "truncated files, image/mask size mismatches, masks that are not label maps, label maps stored lossily, label "
-        "values >= the class count) and print a per-class table of pixels and presence. Exits 1 when a row is bad.",
+        "values >= the class count, images without a mask and masks without an image, with --size images of another "
+        "size) and print a per-class table of pixels and presence. Exits 1 when a row is bad.",
     )  # fmt: skip
     check.add_argument("data", metavar="PATH", help="a dataset: a folder (images/ + masks/, or save_to_disk), "
                        "'hf:<id>' or 'builtin:N'")  # fmt: skip
-    check.add_argument("--classes", type=int, default=None, metavar="K",
-                       help="the model's class count: label values >= K are errors (default: the data's class names, "
-                       "if recorded in id2label.json)")  # fmt: skip
-    check.add_argument("--size", type=int, default=None, help="the model's resolution: warn about smaller images")
+    check.add_argument("--classes", default=None, metavar="NAMES|K",
+                       help="the model's classes, as for `ssgan train`: comma-separated names (class 0 first) or a "
+                       "count K; label values >= K are errors (default: the data's class names, if recorded in "
+                       "id2label.json)")  # fmt: skip
+    check.add_argument("--size", type=int, default=None, help="the model's resolution (a power of two): images of "
+                       "another size are errors, as `ssgan train` refuses them without --resize")  # fmt: skip
     check.add_argument("--allow-lossy-masks", action="store_true",
                        help="accept label maps stored as JPEG, lossy WebP...")  # fmt: skip
     check.add_argument("--image-only", action="store_true", help="a dataset of images without label maps")
@@ -75,15 +78,18 @@ def run_builtin(args):
 
 
 def run_check(args):
-    import warnings
-
     from ssgan.train.builtin import default_cache_dir
     from ssgan.train.check import check_dataset, error_file_for
     from ssgan.train.data import DataError, load_source
+    from ssgan.train.loop import TrainOptions, model_config
 
     cache_dir = Path(args.cache) if args.cache else default_cache_dir()
+    # --classes and --size checked as `ssgan train` checks them (SSGConfig's rules), with the same messages
+    given = model_config(TrainOptions(data=args.data, classes=args.classes)) if args.classes is not None else None
+    if args.size is not None and (args.size < 4 or args.size & (args.size - 1)):
+        raise ValueError(f"invalid SSGConfig: size={args.size} must be a power of two >= 4")
     hf, class_names = load_source(args.data, args.size or 64, args.image_only, cache_dir=cache_dir)
-    num_classes = args.classes if args.classes is not None else (len(class_names) if class_names else None)
+    num_classes = given.num_classes if given is not None else (len(class_names) if class_names else None)
     if args.image_only:
         num_classes = class_names = None
     report = check_dataset(hf, mask_column=None if args.image_only else "mask", cache_dir=cache_dir,
@@ -95,19 +101,17 @@ def run_check(args):
     if not args.image_only:
         recorded = ", ".join(class_names) if class_names else "not recorded (no id2label.json)"
         print(f"label values 0..{report.num_labels - 1}; class names: {recorded}")
-        if class_names and args.classes is not None and args.classes != len(class_names):
-            print(f"note: --classes {args.classes} differs from the {len(class_names)} recorded class names")
+        if class_names and given is not None and given.num_classes != len(class_names):
+            print(f"note: --classes {args.classes} ({given.num_classes} classes) differs from the "
+                  f"{len(class_names)} recorded class names")  # fmt: skip
             class_names = None
-        print(report.table(class_names, num_classes))
-    if args.size:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            report.warn_upsampling(args.size)
-        for warning in caught:
-            print(f"warning: {warning.message}")
+        names_given = given is not None and not class_names and not str(args.classes).strip().isdigit()
+        print(report.table(given.class_names if names_given else class_names, num_classes))
     try:
         report.raise_errors(num_classes, args.allow_lossy_masks, error_file_for(hf, cache_dir),
-                            classes_named=class_names is not None)  # fmt: skip
+                            classes_named=class_names is not None, size=args.size, resize=False,
+                            size_hint="`ssgan train` refuses it unless given --resize, which resizes and "
+                            "centre-crops it")  # fmt: skip
     except DataError as e:
         print(f"error: {e}")
         return 1

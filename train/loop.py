@@ -128,6 +128,9 @@ class TrainOptions:
         if values["metrics"] is None:
             values["metrics"] = ("agreement", "classes") if is_builtin(self.data) and not self.image_only else ()
         values["metrics"] = tuple(values["metrics"])
+        data = str(values["data"])
+        if not is_builtin(data) and not data.startswith("hf:") and Path(data).exists():
+            values["data"] = str(Path(data).resolve())  # a folder: stored absolute, so --resume works from anywhere
         if values["lambda_mask"] is None:
             values["lambda_mask"] = 0.0 if self.image_only else 100.0
         return TrainOptions(**values)
@@ -440,18 +443,24 @@ class Trainer:
             resumed = ssgan.SSGConfig.from_dict(json.loads(resume_state["config"]))
         else:
             resumed = resume_ckpt.config if resume_ckpt is not None else None
-        # The model before the data is known (the data is opened with its class count), then with the data's
-        # class names; a resumed run keeps its model, and options that would change it are an error.
-        self.cfg = resumed if resumed is not None else model_config(replace(opts, transparent=None), config)
+        # The data's recorded class names are read first (without opening the data), so the model is built with
+        # them and the data is then opened and checked once with the right class count; a resumed run keeps its
+        # model, and options that would change it are an error.
         if resumed is not None:
+            self.cfg = resumed
             self._check_resumed_config(resumed)
+        else:
+            from ssgan.train.data import source_class_names
+
+            names = None if dataset is not None or opts.image_only else source_class_names(opts.data)
+            self.cfg = model_config(opts if names else replace(opts, transparent=None), config, names)  # final below
         self.dataset = dataset if dataset is not None else self._open_dataset()
         data_names = getattr(self.dataset, "class_names", None)
         if resumed is None:
             cfg = model_config(opts, config, data_names)
             reopen = dataset is None and cfg.num_classes != self.cfg.num_classes
             self.cfg = cfg
-            if reopen:  # the data's names set the class count
+            if reopen:  # names the data gave only once opened (not found beforehand): they set the class count
                 self.dataset = self._open_dataset()
         elif data_names and len(data_names) != resumed.num_classes:
             raise ValueError(f"the resumed model has {resumed.num_classes} classes "
@@ -760,8 +769,13 @@ class Trainer:
         once. A run that fails before its first step removes its run directory.
         """
         opts = self.opts
-        self._setup_run_dir()
         start_step = self.step
+        try:
+            self._setup_run_dir()
+        except BaseException:  # e.g. Ctrl-C while writing training_options.json: leave no half-made run
+            if self.rank == 0 and self.run_dir is not None:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         log_file = open(self.run_dir / "log.txt", "a") if self.rank == 0 else None  # noqa: SIM115 (closed in finally)
         bar = self._progress_bar() if progress and self.rank == 0 else None
 
@@ -829,7 +843,9 @@ class Trainer:
                                f"{self.images_seen / 1000:.3f} kimg (step {self.step})"
                                + (f"; final snapshot {path}" if path is not None else "")
                                + f". Resume with: ssgan train --resume {self.run_dir}")  # fmt: skip
-                    say(message)
+                    if log_file is not None:  # the caller prints it (the CLI: once, on stderr)
+                        log_file.write(message + "\n")
+                        log_file.flush()
                     raise TrainingInterrupted(message, signal_number)
             if self.rank == 0:
                 final = ssgan.save_checkpoint(self.run_dir / "network-final.safetensors", self.cfg, self.G_ema,
