@@ -52,3 +52,22 @@ def seeded_torch():
     import torch
 
     torch.manual_seed(0)
+
+
+# A generator and discriminator small enough for a training step in milliseconds (16 px, 3 classes).
+TINY_CONFIG = dict(
+    size=16, style_dim=16, n_mlp=2, class_names=("background", "a", "b"), transparent=(), local_channel=16,
+    coarse_channel=16, coarse_size=8, min_feat_size=4, render_channels={8: 16, 16: 16},
+    disc_channels={4: 16, 8: 16, 16: 16},
+)  # fmt: skip
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning threads cost a lot."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from conftest import TINY_CONFIG, shared_path
 from ssgan.train import builtin as builtin_module
 from ssgan.train import metrics
 from ssgan.train.data import DataError, open_dataset
@@ -25,20 +25,10 @@ from ssgan import io
 from ssgan.cli import main
 from ssgan.encoder import LatentEncoder, load_encoder, save_encoder
 
-TINY = ssgan.SSGConfig(
-    size=16, style_dim=16, n_mlp=2, class_names=("background", "a", "b"), transparent=(), local_channel=16,
-    coarse_channel=16, coarse_size=8, min_feat_size=4, render_channels={8: 16, 16: 16},
-    disc_channels={4: 16, 8: 16, 16: 16},
-)  # fmt: skip
+TINY = ssgan.SSGConfig(**TINY_CONFIG)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning threads cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def truncated(path, keep=0.5):

@@ -8,27 +8,17 @@ import math
 
 import pytest
 import torch
-from conftest import shared_path
+from conftest import TINY_CONFIG, shared_path
 from ssgan.train import metrics
 
 import ssgan
 from ssgan.cli import main
 
-TINY = ssgan.SSGConfig(
-    size=16, style_dim=16, n_mlp=2, class_names=("background", "a", "b"), transparent=(), local_channel=16,
-    coarse_channel=16, coarse_size=8, min_feat_size=4, render_channels={8: 16, 16: 16},
-    disc_channels={4: 16, 8: 16, 16: 16},
-)  # fmt: skip
+TINY = ssgan.SSGConfig(**TINY_CONFIG)
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning threads cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Images(torch.utils.data.Dataset):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from conftest import TINY_CONFIG, shared_path
 from hypothesis import given
 from hypothesis import strategies as st
 from ssgan.train import losses, metrics
@@ -22,11 +22,7 @@ from ssgan.train.snapshot import (
 import ssgan
 from ssgan.io import DamagedFileError
 
-TINY = ssgan.SSGConfig(
-    size=16, style_dim=16, n_mlp=2, class_names=("background", "a", "b"), transparent=(), local_channel=16,
-    coarse_channel=16, coarse_size=8, min_feat_size=4, render_channels={8: 16, 16: 16},
-    disc_channels={4: 16, 8: 16, 16: 16},
-)  # fmt: skip
+TINY = ssgan.SSGConfig(**TINY_CONFIG)
 
 
 class TinyData(torch.utils.data.Dataset):
@@ -57,13 +53,7 @@ def quiet(*args, **kwargs):
     pass
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning threads cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- losses -------------------------------------------------------------------------------------

@@ -17,24 +17,16 @@ from ssgan.train.snapshot import list_snapshots, load_snapshot
 import ssgan
 from ssgan.cli import main
 
+from conftest import TINY_CONFIG
+
 CLASSES = ("backdrop", "skin", "hair", "lens", "lips")  # not a preset's, with one transparent class
 # A tiny 32-px model on top of the demo preset, from the command line.
 TINY_ARGS = ["--preset", "demo", "--size", "32", "--style-dim", "16", "--local-channel", "16", "--local-layers", "4",
              "--depth-layers", "3", "--coarse-channel", "16", "--coarse-size", "16", "--min-feat-size", "8",
              "--channel-base", "16", "--batch", "2", "--metrics", "none", "--grid", "2", "--mixing", "0"]  # fmt: skip
-TINY = ssgan.SSGConfig(
-    size=16, style_dim=16, n_mlp=2, class_names=("background", "a", "b"), transparent=(), local_channel=16,
-    local_layers=4, depth_layers=3, coarse_channel=16, coarse_size=8, min_feat_size=4,
-    render_channels={8: 16, 16: 16}, disc_channels={4: 16, 8: 16, 16: 16},
-)  # fmt: skip
+TINY = ssgan.SSGConfig(**TINY_CONFIG, local_layers=4, depth_layers=3)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_folder(root, count=4, size=32, num_classes=len(CLASSES)):
