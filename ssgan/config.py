@@ -39,6 +39,9 @@ class SSGConfig:
     residual_refine: bool = True
     detach_texture: bool = False
     channel_multiplier: int = 2
+    # Octaves N of the coordinates' sin/cos encoding (frequencies 1, 2, ..., 2^(N-1) over [-1, 1]); the original
+    # ties it to the output size, N = log2(size), which None selects.
+    pos_frequencies: int | None = None
     # Widths of the render net (output resolution -> channels) and the discriminator (resolution ->
     # channels); derived from channel_multiplier when not given.
     render_channels: dict = field(default=None)
@@ -47,6 +50,8 @@ class SSGConfig:
     def __post_init__(self):
         object.__setattr__(self, "class_names", tuple(self.class_names))
         object.__setattr__(self, "transparent", tuple(int(t) for t in self.transparent))
+        if self.pos_frequencies is None:
+            object.__setattr__(self, "pos_frequencies", int(math.log2(self.size)))
         for name in ("render_channels", "disc_channels"):
             table = getattr(self, name)
             table = default_channels(self.size, self.channel_multiplier) if table is None else table
@@ -66,6 +71,7 @@ class SSGConfig:
             need(value >= 4 and value & (value - 1) == 0, f"{name}={value} must be a power of two >= 4")
         need(self.min_feat_size < self.coarse_size <= self.size,
              f"need min_feat_size < coarse_size <= size, got {self.min_feat_size}, {self.coarse_size}, {self.size}")
+        need(self.pos_frequencies >= 1, f"pos_frequencies={self.pos_frequencies} must be >= 1")
         need(self.num_classes >= 1, "class_names must not be empty")
         need(len(set(self.class_names)) == self.num_classes, f"class names repeat: {self.class_names}")
         need(all(0 < t < self.num_classes for t in self.transparent),
@@ -90,10 +96,6 @@ class SSGConfig:
     def n_latent_expand(self):
         """Vectors in the expanded space: one per modulated layer of every local generator."""
         return self.num_classes * self.local_layers
-
-    @property
-    def pos_frequencies(self):
-        return int(math.log2(self.size))
 
     @property
     def render_resolutions(self):

@@ -558,6 +558,20 @@ class Trainer:
                     self.tb.add_scalar(f"metrics/{name}", value, self.images_seen)
         return results
 
+    def report_demo_quality(self, say):
+        """At the end of a run with metrics: depth smoothness and the locality of per-class swaps (train/demo_quality.py),
+        printed and appended to the run's metric files."""
+        if not self.opts.metrics:
+            return
+        from ssgan.train import demo_quality
+
+        report = demo_quality.final_report(self.G_ema)
+        metrics_mod.append_results(self.run_dir, report, kimg=self.images_seen / 1000, step=self.step)
+        depth = report["depth_high_frequency"]
+        say(f"depth maps: high-frequency energy share {depth['mean']:.3f} (mean over classes; "
+            + ", ".join(f"{k} {v:.3f}" for k, v in depth.items() if k != "mean") + ")")
+        say(demo_quality.format_locality(report["locality"]))
+
     def _setup_run_dir(self):
         name = [None]
         if self.rank == 0:
@@ -636,6 +650,7 @@ class Trainer:
                 final = ssgan.save_checkpoint(self.run_dir / "network-final.safetensors", self.cfg, self.G_ema,
                                               self.G, self.D)  # fmt: skip
                 say(f"done: {self.images_seen / 1000:.3f} kimg in {time.time() - start_time:.1f}s; model {final}")
+                self.report_demo_quality(say)
         finally:
             if log_file is not None:
                 log_file.close()
