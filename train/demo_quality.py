@@ -3,14 +3,14 @@
 - Depth smoothness: the share of a depth map's spectral energy (its mean removed) above a spatial frequency. A depth
   map that draws a part as a smooth shape keeps nearly all its energy at low frequencies; stripes put it high.
 - Locality (the paper's central claim): for each class, swap its shape and texture codes with another sample's
-  (`ssgan.editing.swap_regions`) and measure with `ssgan.editing.locality` how much the image changes inside the
+  (`ssgan.editing.swap_regions`) and measure with `ssgan.editing.locality_of` how much the image changes inside the
   class's region versus outside it, and how much of the segmentation outside it survives.
 """
 import math
 
 import torch
 
-from ssgan.editing import locality, swap_regions
+from ssgan.editing import locality_of, swap_regions
 
 # Frequencies at or above a quarter of the Nyquist frequency of the map count as high.
 HIGH_FREQUENCY_FRACTION = 0.25
@@ -64,10 +64,11 @@ def region_locality(G, num_pairs=32, seed=654, dilate=0):
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(2, num_pairs, G.cfg.style_dim, generator=gen).to(device)
     w_target, w_source = G.mapping(z[0]), G.mapping(z[1])
-    before = G.layout(w_target)
+    before = G(w=w_target, noise_mode="const")  # rendered once: `ssgan.editing.locality` minus the repeated render
     report = {}
-    for name in G.cfg.class_names:
-        measured = locality(G, before, swap_regions(G.cfg, w_target, w_source, name), name, dilate=dilate)
+    for k, name in enumerate(G.cfg.class_names):
+        after = G(w=swap_regions(G.cfg, w_target, w_source, name), noise_mode="const")
+        measured = locality_of(before, after, k, dilate)
         present = ~measured.inside.isnan()
         inside, outside = measured.inside[present].mean().item(), measured.outside[present].mean().item()
         iou = measured.seg_iou_outside[present].mean().item()
