@@ -46,6 +46,9 @@ class SSGConfig:
     residual_refine: bool = True
     detach_texture: bool = False
     channel_multiplier: int = 2
+    # Octaves N of the coordinates' sin/cos encoding (frequencies 1, 2, ..., 2^(N-1) over [-1, 1]); the original
+    # ties it to the output size, N = log2(size), which None selects.
+    pos_frequencies: int | None = None
     # Widths of the render net (output resolution -> channels) and the discriminator (resolution ->
     # channels); derived from channel_multiplier when not given.
     render_channels: dict = field(default=None)
@@ -54,6 +57,8 @@ class SSGConfig:
     def __post_init__(self):
         object.__setattr__(self, "class_names", tuple(self.class_names))
         object.__setattr__(self, "transparent", tuple(int(t) for t in self.transparent))
+        if self.pos_frequencies is None:
+            object.__setattr__(self, "pos_frequencies", int(math.log2(self.size)))
         for name in ("render_channels", "disc_channels"):
             table = getattr(self, name)
             table = default_channels(self.size, self.channel_multiplier) if table is None else table
@@ -73,6 +78,7 @@ class SSGConfig:
             need(value >= 4 and value & (value - 1) == 0, f"{name}={value} must be a power of two >= 4")
         need(self.min_feat_size < self.coarse_size <= self.size,
              f"need min_feat_size < coarse_size <= size, got {self.min_feat_size}, {self.coarse_size}, {self.size}")
+        need(self.pos_frequencies >= 1, f"pos_frequencies={self.pos_frequencies} must be >= 1")
         need(self.num_classes >= 1, "class_names must not be empty")
         need(len(set(self.class_names)) == self.num_classes, f"class names repeat: {self.class_names}")
         need(all(0 < t < self.num_classes for t in self.transparent),
@@ -97,10 +103,6 @@ class SSGConfig:
     def n_latent_expand(self):
         """Vectors in the expanded space: one per modulated layer of every local generator."""
         return self.num_classes * self.local_layers
-
-    @property
-    def pos_frequencies(self):
-        return int(math.log2(self.size))
 
     @property
     def render_resolutions(self):
@@ -196,9 +198,11 @@ def _class_position(names, cls):
 PRESETS = {
     "celebamask-256": SSGConfig(size=256),
     "celebamask-512": SSGConfig(size=512),
+    # 64 px on CPUs. The original's rule would give it 6 octaves (up to 32 radians over the 32-cell coarse grid, a
+    # period of 3 cells), which draws striped depth maps; 4 octaves (periods down to 12 cells) give smooth shapes.
     "demo": SSGConfig(
         size=64, style_dim=64, n_mlp=4, class_names=DEMO_CLASSES, transparent=(), local_channel=32,
-        coarse_channel=64, coarse_size=32, min_feat_size=8,
+        coarse_channel=64, coarse_size=32, min_feat_size=8, pos_frequencies=4,
         render_channels={16: 64, 32: 64, 64: 32}, disc_channels={4: 64, 8: 64, 16: 64, 32: 64, 64: 32},
     ),
 }  # fmt: skip

@@ -287,7 +287,7 @@ def test_resume_options_keep_the_run_hyper_parameters(tmp_path):
     assert (opts.r1_seg, opts.xflip, opts.kimg, opts.out, opts.resume) == (123.0, True, 0.008, "elsewhere", str(run))
     assert opts.metrics == ()
     model_only = resume_options(str(run / "network-final.safetensors"), {"kimg": 1.0})
-    assert model_only.r1_seg == 1000.0 and model_only.resume is None  # a model checkpoint has no options
+    assert model_only.r1_seg is None and model_only.resume is None  # a model checkpoint has no options
 
 
 def test_resume_from_an_original_checkpoint_takes_its_weights_and_config(tmp_path, official_small):
@@ -376,7 +376,7 @@ def test_cli_train_then_metrics(tmp_path, capsys):
     assert main(argv) == 0
     run_dir = out / "00000-demo-data"
     info = json.loads((run_dir / "training_options.json").read_text())
-    assert info["options"]["lr"] == 0.001 and info["options"]["batch"] == 2 and info["options"]["r1_seg"] == 1000
+    assert info["options"]["lr"] == 0.001 and info["options"]["batch"] == 2 and info["options"]["r1_seg"] == 100
     assert info["config"]["class_names"] == list(cfg.class_names)
     assert (run_dir / "network-final.safetensors").is_file()
     capsys.readouterr()

@@ -73,7 +73,7 @@ def register(sub):
     a("--batch", type=int, help="batch per process (per GPU)")
     a("--lr", type=float, help="base learning rate (lazy-regularisation corrected per network)")
     a("--r1-img", type=float, help=f"R1 gamma on the image (default: {defaults.r1_img})")
-    a("--r1-seg", type=float, help=f"R1 gamma on the segmentation (default: {defaults.r1_seg})")
+    a("--r1-seg", type=float, help="R1 gamma on the segmentation (celebamask: 1000)")
     a("--lambda-mask", type=float, help="weight of the coarse-mask loss (default 100; 0 with --image-only)")
     a("--path-reg", type=float, help="path-length regularisation weight (celebamask: 0.5)")
     a("--path-batch-shrink", type=int, help=f"(default: {defaults.path_batch_shrink})")
