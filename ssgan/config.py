@@ -129,6 +129,7 @@ class SSGConfig:
         - A new `size` or `min_feat_size` keeps the widths of the resolutions the old model had and continues
           each table, halving the width per doubling of resolution (StyleGAN2's table above 32 px) or repeating
           the lowest resolution's width below it.
+        - `pos_frequencies` that follows the original's rule (log2(size)) follows a new size; a set value is kept.
         - `channel_multiplier` or `channel_base` (the width of the 4-32 px layers, 512 in the original) rebuild
           both tables from StyleGAN2's (`default_channels`). Tables given in `changes` are taken as they are.
         Raises ValueError for unknown fields or an invalid result (see `validate`), KeyError for unknown class names.
@@ -141,6 +142,8 @@ class SSGConfig:
             transparent = [self.class_names[t] for t in self.transparent if self.class_names[t] in names]
         changes["transparent"] = tuple(_class_position(names, t) for t in transparent)
         size = changes.get("size", self.size)
+        if "pos_frequencies" not in changes and self.pos_frequencies == int(math.log2(self.size)):
+            changes["pos_frequencies"] = None  # it followed the original's rule, log2(size): it follows the new size
         min_feat_size = changes.get("min_feat_size", self.min_feat_size)
         rebuild = channel_base is not None or "channel_multiplier" in changes
         for name, resolutions in (("render_channels", _render_resolutions(size, min_feat_size)),

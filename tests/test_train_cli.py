@@ -73,6 +73,8 @@ def quiet(*args, **kwargs):
 def test_derive_keeps_the_config_consistent():
     demo, celeba = ssgan.preset("demo"), ssgan.preset("celebamask-256")
     assert celeba.derive(size=512) == ssgan.preset("celebamask-512")
+    demo = ssgan.preset("demo")  # its 4 positional octaves are set, not the log2(size) rule: a new size keeps them
+    assert demo.derive(size=128).pos_frequencies == 4 and demo.derive(pos_frequencies=5).pos_frequencies == 5
     assert demo.derive(size=32).render_channels == {16: 64, 32: 64}
     assert demo.derive(size=128).render_channels == {16: 64, 32: 64, 64: 32, 128: 16}  # halved per doubling
     assert demo.derive(min_feat_size=4).render_channels == {8: 64, 16: 64, 32: 64, 64: 32}
