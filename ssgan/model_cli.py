@@ -49,6 +49,14 @@ def nonnegative_float(text):
     return value
 
 
+def positive_int(text):
+    """argparse type: a whole number >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def positive_float(text):
     """argparse type: a finite number > 0."""
     value = _number(text)

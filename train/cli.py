@@ -15,12 +15,7 @@ from ssgan.train.loop import (
     train,
 )  # fmt: skip
 
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from ssgan.model_cli import positive_int
 
 
 def _metric_list(text):
@@ -110,9 +105,9 @@ def register(sub):
                    "written by save_to_disk, a folder with images/ (and masks/), or a plain folder of images "
                    "(default: %(default)s)")  # fmt: skip
     m.add_argument("--metrics", type=_metric_list, default=None, help="comma list (default: all that apply)")
-    m.add_argument("--num", type=_positive_int, default=1000, help="generated samples, and real ones up to the data "
+    m.add_argument("--num", type=positive_int, default=1000, help="generated samples, and real ones up to the data "
                    "set's size; FID is biased below 2048, KID is the metric for small counts (default: %(default)s)")
-    m.add_argument("--batch", type=_positive_int, default=16)
+    m.add_argument("--batch", type=positive_int, default=16)
     m.add_argument("--inception", help="local TorchScript feature network for FID/KID")
     m.add_argument("--cache", help="folder for cached real-data statistics")
     m.add_argument("--device", default=None)

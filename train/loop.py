@@ -40,6 +40,7 @@ from ssgan.train.snapshot import (
 from torch import nn
 
 import ssgan
+from ssgan.checkpoint import FINAL_MODEL, SNAPSHOT_FORMAT
 from ssgan.config import default_class_names
 from ssgan.editing import palette
 from ssgan.io import append_line, save_image, write_text
@@ -549,7 +550,7 @@ class Trainer:
         else:
             ranks = [rank_state]
         return {
-            "format": "ssgan-snapshot",
+            "format": SNAPSHOT_FORMAT,
             "version": 1,
             "config": self.cfg.to_json(),
             "options": json.dumps(asdict(self.opts)),
@@ -863,7 +864,7 @@ class Trainer:
                         log_file.flush()
                     raise TrainingInterrupted(message, signal_number)
             if self.rank == 0:
-                final = ssgan.save_checkpoint(self.run_dir / "network-final.safetensors", self.cfg, self.G_ema,
+                final = ssgan.save_checkpoint(self.run_dir / FINAL_MODEL, self.cfg, self.G_ema,
                                               self.G, self.D)  # fmt: skip
                 say(f"done: {self.images_seen / 1000:.3f} kimg in {time.time() - start_time:.1f}s; model {final}")
                 self.report_demo_quality(say)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssgan.checkpoint import SNAPSHOT_FORMAT
 from ssgan.io import DamagedFileError, read_torch_file, torch_save
 
 SNAPSHOT_PATTERN = re.compile(r"snapshot-(\d{9})\.pt$")
@@ -67,7 +68,7 @@ def load_snapshot(path):
         raise
     except ValueError as e:  # not a torch.save file, or one that needs more than tensors
         raise SnapshotError(str(e)) from None
-    if not isinstance(state, dict) or state.get("format") != "ssgan-snapshot":
+    if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
         raise SnapshotError(f"{path} is not an ssgan training snapshot")
     return state
 
@@ -87,7 +88,7 @@ def sniff_snapshot(path):
         peek = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 (not loadable as plain tensors and containers, so not a snapshot)
         return None
-    if not isinstance(peek, dict) or peek.get("format") != "ssgan-snapshot":
+    if not isinstance(peek, dict) or peek.get("format") != SNAPSHOT_FORMAT:
         return None
     del peek
     return load_snapshot(path)
