@@ -48,7 +48,7 @@ def test_final_report_measures_every_class():
     assert set(depth) == {"a", "b", "mean"} and all(0 <= v <= 1 for v in depth.values())
     assert set(local) == set(TINY.class_names)
     for r in local.values():
-        assert 0 <= r["pairs"] <= 4 and set(r) == {"inside", "outside", "ratio", "seg_iou_outside", "pairs"}
+        assert 0 <= r["pairs"] <= 4 and set(r) == set(demo_quality._EMPTY)
     text = demo_quality.format_locality(local)
     assert all(name in text for name in TINY.class_names)
 
@@ -62,7 +62,7 @@ def test_a_class_never_drawn_is_reported_absent_not_nan(tmp_path):
     with torch.no_grad():
         G.local.depth_bias[1] -= 1e4  # class "b" (the second foreground class) loses every pixel's softmax
     local = demo_quality.region_locality(G, num_pairs=2)
-    assert local["b"] == {"inside": None, "outside": None, "ratio": None, "seg_iou_outside": None, "pairs": 0}
+    assert local["b"] == demo_quality._EMPTY and local["b"]["pairs"] == 0 and local["b"]["ratio"] is None
     assert "b                0  (absent from every sample" in demo_quality.format_locality(local)
     metrics.append_results(tmp_path, {"locality": local})  # writes JSON without NaN
     assert json.loads((tmp_path / "metric-locality.jsonl").read_text())["value"]["b"]["pairs"] == 0
