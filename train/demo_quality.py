@@ -7,9 +7,11 @@
   class's region versus outside it, and how much of the segmentation outside it survives.
 """
 
+import numpy as np
 import torch
+from einops import rearrange
 
-from ssgan.editing import locality_of, swap_regions
+from ssgan.editing import colorize_seg, inferno, locality_of, swap_regions, to_uint8
 
 # Frequencies at or above a quarter of the Nyquist frequency of the map count as high.
 HIGH_FREQUENCY_FRACTION = 0.25
@@ -35,7 +37,19 @@ def high_frequency_share(maps, fraction=HIGH_FREQUENCY_FRACTION):
 @torch.no_grad()
 def _render_in_batches(G, z, batch):
     outs = [G(z=z[i : i + batch], noise_mode="const") for i in range(0, z.shape[0], batch)]
-    return torch.cat([o.depths for o in outs]), torch.cat([o.seg for o in outs])
+    return torch.cat([o.depths for o in outs]), torch.cat([o.coarse_seg for o in outs])
+
+
+def top_area_iou(depths, regions):
+    """Per map, the IoU between a region and as many of the map's highest cells as the region has: 1 when the depth map
+    draws the region's shape as its peak, lower when its high values lie elsewhere too (bands, stripes).
+    depths [..., H, W] float, regions [..., H, W] bool -> [...]; NaN where the region is empty."""
+    d, r = depths.flatten(-2), regions.flatten(-2)
+    area = r.sum(-1, keepdim=True)
+    rank = d.argsort(-1, descending=True).argsort(-1)  # 0 for the highest cell
+    top = rank < area
+    iou = (top & r).sum(-1) / (top | r).sum(-1).clamp_min(1)
+    return torch.where(area[..., 0] > 0, iou.double(), torch.nan).float()
 
 
 @torch.no_grad()
@@ -48,6 +62,24 @@ def depth_smoothness(G, num_samples=64, batch=16, seed=321):
     share = high_frequency_share(depths[:, 1:].cpu()).mean(0)  # [K - 1]
     result = dict(zip(G.cfg.class_names[1:], share.tolist()))
     result["mean"] = float(share.mean())
+    return result
+
+
+@torch.no_grad()
+def depth_region_iou(G, num_samples=64, batch=16, seed=321):
+    """{class: mean top_area_iou of its depth map and its region of the coarse mask} over the samples that draw the
+    class (None if none does), for every class with a depth, and "mean" over them. A class drawn under others (the face
+    under the eyes, brows and mouth) keeps its depth high under them, which lowers its score."""
+    device = G.local.weight.device
+    z = torch.randn(num_samples, G.cfg.style_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    depths, coarse_seg = (t.cpu() for t in _render_in_batches(G, z, batch))  # [B, K, G, G] each
+    labels = coarse_seg.argmax(1)
+    result = {}
+    for k, name in enumerate(G.cfg.class_names[1:], start=1):
+        iou = top_area_iou(depths[:, k], labels == k)
+        result[name] = iou.nanmean().item() if not iou.isnan().all() else None
+    drawn = [v for v in result.values() if v is not None]
+    result["mean"] = sum(drawn) / len(drawn) if drawn else None
     return result
 
 
@@ -116,11 +148,74 @@ def format_locality(report):
     return "\n".join(lines)
 
 
-def final_report(G, num_pairs=32, num_samples=64):
-    """Both measures as metric results: {"depth_high_frequency": {...}, "locality": {...}}."""
+@torch.no_grad()
+def swap_sheet(G, num_pairs=2, seed=654, scale=2):
+    """The swaps `region_locality` measures, as a picture: per pair of samples three rows (image, segmentation, |Δ|
+    against the target), columns target, source, then the target with each class's shape and texture codes taken
+    from the source. |Δ| (channel mean) is drawn on an inferno scale with 0.5 as full brightness. Tiles are
+    upscaled `scale` times by pixel repetition. Returns a uint8 [3 * num_pairs * S', (2 + K) * S', 3] array."""
+    device = G.local.weight.device
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(2, num_pairs, G.cfg.style_dim, generator=gen).to(device)  # the first pairs of region_locality
+    w_target, w_source = G.mapping(z[0]), G.mapping(z[1])
+    outs = [G(w=w_target, noise_mode="const"), G(w=w_source, noise_mode="const")]
+    outs += [G(w=swap_regions(G.cfg, w_target, w_source, name), noise_mode="const") for name in G.cfg.class_names]
+    images = np.stack([to_uint8(o.image) for o in outs], 1)  # [P, 2 + K, S, S, 3]
+    segs = np.stack([colorize_seg(o.seg) for o in outs], 1)
+    change = torch.stack([(o.image - outs[0].image).abs().mean(1) for o in outs], 1)  # [P, 2 + K, S, S]
+    heat = inferno(change.cpu().numpy() / 0.5)
+    heat[:, :2] = 0  # no edit in the target and source columns
+    sheet = np.stack([images, segs, heat], 1)  # [P, 3, 2 + K, S, S, 3]
+    sheet = sheet.repeat(scale, axis=3).repeat(scale, axis=4)
+    return np.ascontiguousarray(rearrange(sheet, "p r c h w rgb -> (p r h) (c w) rgb"))
+
+
+def colour_spread(images, labels, num_classes):
+    """Per class, how much its colour varies between samples: the standard deviation over the samples that draw the
+    class of the region's mean colour, averaged over R, G and B (images [B, 3, H, W] in [-1, 1], labels [B, H, W]).
+    Returns a list of K floats, None for a class drawn in fewer than 2 samples."""
+    spread = []
+    for k in range(num_classes):
+        region = (labels == k).float()[:, None]  # [B1HW]
+        area = region.sum((1, 2, 3))
+        means = (images.float() * region).sum((2, 3))[area > 0] / area[area > 0, None]  # [b, 3]
+        spread.append(means.std(0).mean().item() if means.shape[0] >= 2 else None)
+    return spread
+
+
+@torch.no_grad()
+def texture_diversity(G, dataset, num_samples=128, batch=16, seed=987):
+    """{class: {"model", "data", "ratio"}}: `colour_spread` of num_samples generated images (labels: the argmax of
+    their segmentation) and of the first num_samples rows of `dataset` (items with "image" [3, S, S] and a one-hot
+    "mask" [K, S, S]), and model / data. A region whose codes barely change its colour gives swaps that are local but
+    hard to see; the ratio says how far a short run is from the data's variety."""
+    device = G.local.weight.device
+    z = torch.randn(num_samples, G.cfg.style_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    outs = [G(z=z[i : i + batch], noise_mode="const") for i in range(0, num_samples, batch)]
+    fake = colour_spread(torch.cat([o.image for o in outs]).cpu(), torch.cat([o.seg for o in outs]).argmax(1).cpu(),
+                         G.cfg.num_classes)  # fmt: skip
+    rows = [dataset[i] for i in range(min(num_samples, len(dataset)))]
+    real = colour_spread(torch.stack([r["image"] for r in rows]), torch.stack([r["mask"] for r in rows]).argmax(1),
+                         G.cfg.num_classes)  # fmt: skip
+    return {name: {"model": m, "data": d, "ratio": m / d if m is not None and d else None}
+            for name, m, d in zip(G.cfg.class_names, fake, real)}  # fmt: skip
+
+
+def format_diversity(report):
+    items = (f"{name} " + ("n/a" if r["ratio"] is None else f"{r['ratio']:.2f}") for name, r in report.items())
+    return "texture diversity (spread of each region's colour, model / data): " + ", ".join(items)
+
+
+def final_report(G, num_pairs=32, num_samples=64, dataset=None):
+    """The measures as metric results: {"depth_high_frequency": {...}, "depth_region_iou": {...}, "locality": {...}}
+    and, given the training data (with masks), "texture_diversity"."""
     was_training = G.training
     G.eval()
     try:
-        return {"depth_high_frequency": depth_smoothness(G, num_samples), "locality": region_locality(G, num_pairs)}
+        report = {"depth_high_frequency": depth_smoothness(G, num_samples),
+                  "depth_region_iou": depth_region_iou(G, num_samples), "locality": region_locality(G, num_pairs)}
+        if dataset is not None:
+            report["texture_diversity"] = texture_diversity(G, dataset)
+        return report
     finally:
         G.train(was_training)

@@ -770,17 +770,29 @@ class Trainer:
 
     def report_demo_quality(self, say):
         """At the end of a run with metrics: depth smoothness and the locality of per-class swaps (train/demo_quality.py),
-        printed and appended to the run's metric files."""
+        printed and appended to the run's metric files, and the swaps drawn in swaps.png."""
         if not self.opts.metrics:
             return
         from ssgan.train import demo_quality
 
-        report = demo_quality.final_report(self.G_ema)
+        report = demo_quality.final_report(self.G_ema, dataset=None if self.opts.image_only else self.dataset)
         metrics_mod.append_results(self.run_dir, report, kimg=self.images_seen / 1000, step=self.step)
         depth = report["depth_high_frequency"]
         say(f"depth maps: high-frequency energy share {depth['mean']:.3f} (mean over classes; "
             + ", ".join(f"{k} {v:.3f}" for k, v in depth.items() if k != "mean") + ")")
+        peaks = report["depth_region_iou"]
+        say("depth maps: IoU of each class's region with its depth's highest cells "
+            + ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in peaks.items() if k != "mean"))
         say(demo_quality.format_locality(report["locality"]))
+        if "texture_diversity" in report:
+            say(demo_quality.format_diversity(report["texture_diversity"]))
+        was_training = self.G_ema.training
+        self.G_ema.eval()
+        try:
+            save_png(demo_quality.swap_sheet(self.G_ema), self.run_dir / "swaps.png")
+        finally:
+            self.G_ema.train(was_training)
+        say(f"swaps.png: each class's shape and texture codes swapped between two samples ({self.run_dir})")
 
     def _setup_run_dir(self):
         name = [None]
