@@ -1,10 +1,13 @@
-"""What the main job is meant to show, measured on a trained generator: smooth pseudo-depths and local edits.
+"""What the main job is meant to show, measured on a trained generator: smooth pseudo-depths shaped like their parts,
+local edits, and how much each region varies.
 
 - Depth smoothness: the share of a depth map's spectral energy (its mean removed) above a spatial frequency. A depth
   map that draws a part as a smooth shape keeps nearly all its energy at low frequencies; stripes put it high.
+- Depth shape: the IoU between a class's region and as many of its depth map's highest cells (`top_area_iou`).
 - Locality (the paper's central claim): for each class, swap its shape and texture codes with another sample's
   (`ssgan.editing.swap_regions`) and measure with `ssgan.editing.locality_of` how much the image changes inside the
-  class's region versus outside it, and how much of the segmentation outside it survives.
+  class's region versus outside it, and how much of the segmentation outside it survives (`swap_sheet` draws it).
+- Texture diversity: how much each region's colour varies over samples, against the training data.
 """
 
 import numpy as np
@@ -20,7 +23,8 @@ HIGH_FREQUENCY_FRACTION = 0.25
 def high_frequency_share(maps, fraction=HIGH_FREQUENCY_FRACTION):
     """Per map, the share of spectral energy at radial frequency >= fraction * Nyquist, its mean removed.
 
-    maps: [..., H, W] -> [...] in [0, 1]; 0 for a constant map (no energy at all). On a 32 x 32 map a hard-edged disc of radius 3-12 pixels gives 0.36-0.12,
+    maps: [..., H, W] -> [...] in [0, 1]; 0 for a constant map (no energy at all). On a 32 x 32 map a hard-edged disc
+    of radius 3-12 pixels gives 0.36-0.12,
     stripes with a period under 8 pixels and white noise give > 0.9."""
     if maps.ndim < 2:
         raise ValueError(f"high_frequency_share: expected maps [..., H, W], got shape {tuple(maps.shape)}")
@@ -101,8 +105,9 @@ def region_locality(G, num_pairs=32, seed=654, dilate=EDGE_BAND):
     "seg_iou_strict", "local", "pairs"}}: mean |Δpixel| (image in [-1, 1]) inside the region the class covers before
     or after the edit, grown by `dilate` pixels, and outside it, averaged over the pairs where the class is drawn, and
     the mean IoU of the other classes' segmentation outside the region before and after. The strict pair takes the
-    region of the unedited sample only, not grown, so the pixels a shape swap newly covers count as outside. "local": ratio <= 0.1 and IoU >= 0.95 (the
-    targets of issue #14). A class no sample draws gets None everywhere (JSON has no NaN) and "pairs" 0."""
+    region of the unedited sample only, not grown, so the pixels a shape swap newly covers count as outside.
+    "local": ratio <= 0.1 and IoU >= 0.95 (the targets of issue #14). A class no sample draws gets None everywhere
+    (JSON has no NaN) and "pairs" 0."""
     device = G.local.weight.device
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(2, num_pairs, G.cfg.style_dim, generator=gen).to(device)
@@ -127,16 +132,18 @@ def region_locality(G, num_pairs=32, seed=654, dilate=EDGE_BAND):
         entry = {"inside": mean(union.inside), "outside": mean(union.outside), "ratio": ratio(union),
                  "seg_iou_outside": mean(union.seg_iou_outside), "ratio_strict": ratio(strict),
                  "seg_iou_strict": mean(strict.seg_iou_outside)}  # fmt: skip
-        entry["local"] = entry["ratio"] is not None and entry["ratio"] <= LOCAL_RATIO and entry["seg_iou_outside"] >= LOCAL_IOU
+        entry["local"] = entry["ratio"] is not None and entry["ratio"] <= LOCAL_RATIO \
+            and entry["seg_iou_outside"] >= LOCAL_IOU
         report[name] = entry | {"pairs": int(present.sum())}
     return report
 
 
 def format_locality(report):
     lines = ["locality of swapping one class's shape and texture codes (mean |Δ| of pixels in [-1, 1]);",
-             f"region: the class's pixels before or after the swap and a {EDGE_BAND}-px edge band (strict: before only);",
+             f"region: the class's pixels before or after the swap and a {EDGE_BAND}-px edge band "
+             "(strict: before only, no band);",
              f"local: outside/inside <= {LOCAL_RATIO} and seg IoU outside >= {LOCAL_IOU}",
-             "  class        pairs  inside  outside  outside/inside  seg IoU outside  local  strict: ratio  IoU"]  # fmt: skip
+             "  class        pairs  inside  outside  outside/inside  seg IoU outside  local  strict: ratio  IoU"]
     for name, r in report.items():
         if r["pairs"] == 0:
             lines.append(f"  {name:<11s} {0:6d}  (absent from every sample: nothing to measure)")

@@ -57,10 +57,10 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 # StyleGAN2's (per class, as `Generator.mix`): the generator sees regions from two samples side by side in most
 # steps, as an edit puts them (seed 3: parts learnt a kimg earlier, hair edits local, 0.049 instead of 0.119).
 RECIPES = {
-    "demo": {"batch": 4, "kimg": 6.0, "lr": 0.01, "lr_rampdown": 0.3, "r1_seg": 100.0, "ema_kimg": 0.25, "path_reg": 0.0, "mixing": 0.9,
-             "tick_kimg": 0.25, "snap": 4, "metric_samples": 256},
-    "celebamask-256": {"batch": 4, "kimg": 4800.0, "lr": 0.002, "lr_rampdown": 0.0, "r1_seg": 1000.0, "ema_kimg": 10.0, "path_reg": 0.5,
-                       "mixing": 0.3, "tick_kimg": 4.0, "snap": 50, "metric_samples": 10000},
+    "demo": {"batch": 4, "kimg": 6.0, "lr": 0.01, "lr_rampdown": 0.3, "r1_seg": 100.0, "ema_kimg": 0.25,
+             "path_reg": 0.0, "mixing": 0.9, "tick_kimg": 0.25, "snap": 4, "metric_samples": 256},
+    "celebamask-256": {"batch": 4, "kimg": 4800.0, "lr": 0.002, "lr_rampdown": 0.0, "r1_seg": 1000.0, "ema_kimg": 10.0,
+                       "path_reg": 0.5, "mixing": 0.3, "tick_kimg": 4.0, "snap": 50, "metric_samples": 10000},
 }  # fmt: skip
 RECIPES["celebamask-512"] = RECIPES["celebamask-256"]
 
@@ -769,7 +769,7 @@ class Trainer:
         return results
 
     def report_demo_quality(self, say):
-        """At the end of a run with metrics: depth smoothness and the locality of per-class swaps (train/demo_quality.py),
+        """At the end of a run with metrics: the depth, locality and diversity measures of train/demo_quality.py,
         printed and appended to the run's metric files, and the swaps drawn in swaps.png."""
         if not self.opts.metrics:
             return
