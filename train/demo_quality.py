@@ -24,8 +24,7 @@ def high_frequency_share(maps, fraction=HIGH_FREQUENCY_FRACTION):
     """Per map, the share of spectral energy at radial frequency >= fraction * Nyquist, its mean removed.
 
     maps: [..., H, W] -> [...] in [0, 1]; 0 for a constant map (no energy at all). On a 32 x 32 map a hard-edged disc
-    of radius 3-12 pixels gives 0.36-0.12,
-    stripes with a period under 8 pixels and white noise give > 0.9."""
+    of radius 3-12 pixels gives 0.36-0.12, stripes with a period under 8 pixels and white noise give > 0.9."""
     if maps.ndim < 2:
         raise ValueError(f"high_frequency_share: expected maps [..., H, W], got shape {tuple(maps.shape)}")
     x = maps.double()
