@@ -67,8 +67,9 @@ def register(sub):
     a("--kimg", type=float, help="training length in thousands of real images")
     a("--batch", type=int, help="batch per process (per GPU)")
     a("--lr", type=float, help="base learning rate (lazy-regularisation corrected per network)")
-    a("--lr-rampdown", type=float, help="fraction of the run at its end over which the learning rate falls to 0 "
-      "along a cosine (demo: 0.3, celebamask: 0, none)")
+    a("--lr-rampdown", type=float, help="fraction of --kimg at the end of the run over which the learning rate falls "
+      "to 0 along a half cosine (demo: 0.3; celebamask: 0, none, as the original); a resumed run with a longer --kimg "
+      "ramps down over its new end")
     a("--r1-img", type=float, help=f"R1 gamma on the image (default: {defaults.r1_img})")
     a("--r1-seg", type=float, help="R1 gamma on the segmentation (celebamask: 1000; demo: 100)")
     a("--lambda-mask", type=float, help="weight of the coarse-mask loss (default 100; 0 with --image-only)")
