@@ -499,9 +499,9 @@ def fit_direction(latents, labels, method="svm", l2=1e-3, steps=100):
 
 @dataclass
 class Locality:
-    inside: torch.Tensor  # [B] mean |Δpixel| inside the region (argmax seg of the original, dilated); NaN if absent
+    inside: torch.Tensor  # [B] mean |Δpixel| inside the edited region (see locality_of); NaN if absent
     outside: torch.Tensor  # [B] mean |Δpixel| outside it
-    seg_iou_outside: torch.Tensor  # [B] mean IoU, over the other classes present, of the seg before/after
+    seg_iou_outside: torch.Tensor  # [B] mean IoU, over the other classes present, of the seg before/after outside it
 
     @property
     def ratio(self):
@@ -518,11 +518,25 @@ class Locality:
         return "\n".join(lines)
 
 
-def locality_of(before, after, region, dilate=0):
+REGION_EXTENTS = ("union", "before")
+
+
+def locality_of(before, after, region, dilate=0, extent="union"):
     """Locality of an edit of class `region` (index) from the GeneratorOutputs before and after it.
-    For an edit of several classes, measure each: the others then count as "outside"."""
+
+    The edited region is, per sample, the pixels the class covers (argmax of the segmentation) before or after the
+    edit (extent="union": a shape edit moves the region, and what it newly covers or uncovers belongs to the edit), or
+    before it only (extent="before", the stricter reading), grown by `dilate` pixels. Returns a Locality: mean |Δpixel|
+    (channel mean of the image in [-1, 1]) inside and outside the region, and the mean IoU over the other classes of
+    the segmentation before and after, counted outside the region. For an edit of several classes, measure each: the
+    others then count as "outside". Raises ValueError for an unknown extent."""
+    if extent not in REGION_EXTENTS:
+        raise ValueError(f"locality_of: extent must be one of {REGION_EXTENTS}, got {extent!r}")
     labels_before, labels_after = before.seg.argmax(1), after.seg.argmax(1)  # [B, S, S]
-    inside = (labels_before == region).float()[:, None]  # [B, 1, S, S]
+    covered = labels_before == region
+    if extent == "union":
+        covered = covered | (labels_after == region)
+    inside = covered.float()[:, None]  # [B, 1, S, S]
     if dilate > 0:
         inside = F.max_pool2d(inside, 2 * dilate + 1, stride=1, padding=dilate)
     change = reduce((after.image - before.image).abs(), "b c h w -> b 1 h w", "mean")
@@ -530,10 +544,10 @@ def locality_of(before, after, region, dilate=0):
         area = m.sum((1, 2, 3))
         return (change * m).sum((1, 2, 3)) / area.where(area > 0, torch.nan)
 
-    K = before.seg.shape[1]
+    outside = inside[:, 0] == 0  # [B, S, S]
     ious = []
-    for c in (c for c in range(K) if c != region):
-        a, b = labels_before == c, labels_after == c
+    for c in (c for c in range(before.seg.shape[1]) if c != region):
+        a, b = (labels_before == c) & outside, (labels_after == c) & outside
         union = (a | b).sum((1, 2)).double()
         ious.append(torch.where(union > 0, (a & b).sum((1, 2)) / union.clamp_min(1), torch.nan))
     iou = torch.stack(ious, 1).nanmean(1) if ious else torch.ones(labels_before.shape[0])
@@ -541,10 +555,10 @@ def locality_of(before, after, region, dilate=0):
 
 
 @torch.no_grad()
-def locality(G, w_before, w_after, region, dilate=0, noise_mode="const"):
-    """Render both latents and measure how local the edit of `region` (a class name or index) is."""
+def locality(G, w_before, w_after, region, dilate=0, noise_mode="const", extent="union"):
+    """Render both latents and measure how local the edit of `region` (a class name or index) is (see locality_of)."""
     k = G.cfg.class_index(region)
-    return locality_of(G(w=w_before, noise_mode=noise_mode), G(w=w_after, noise_mode=noise_mode), k, dilate)
+    return locality_of(G(w=w_before, noise_mode=noise_mode), G(w=w_after, noise_mode=noise_mode), k, dilate, extent)
 
 
 # --- latent files ---------------------------------------------------------------------------------

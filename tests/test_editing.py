@@ -1,7 +1,10 @@
 """Editing toolkit: region specs, region swaps, directions, interpolation, components, locality, colours, CLI."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -188,6 +191,30 @@ def test_texture_edit_keeps_coarse_masks_and_locality(G):
     assert "locality of class_1" in loc.report("class_1")
     same = E.locality_of(before, before, 1)
     assert torch.all(same.outside == 0) and torch.all(same.seg_iou_outside == 1)
+
+
+def _labelled(labels, image):
+    """A GeneratorOutputs-like object with one-hot seg logits of `labels` [B,S,S] and `image` [B,3,S,S]."""
+    seg = F.one_hot(labels, 3).permute(0, 3, 1, 2).float()
+    return SimpleNamespace(seg=seg, image=image)
+
+
+def test_locality_region_is_the_class_before_or_after_a_shape_edit():
+    """Class 1 moves one pixel right: the pixels it newly covers belong to the edit (extent "union"); the strict
+    reading (extent "before") counts them as outside. The segmentation outside the region is untouched either way
+    for "union", and the IoU outside falls for "before", where class 0 lost a pixel to class 1."""
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, 1:3, 1] = 1
+    moved = labels.roll(1, dims=2)
+    before = _labelled(labels, torch.zeros(1, 3, 4, 4))
+    after = _labelled(moved, (moved == 1).float()[:, None].expand(1, 3, 4, 4))
+    union = E.locality_of(before, after, 1)
+    assert union.outside.item() == 0 and union.inside.item() == pytest.approx(2 / 4) and union.seg_iou_outside == 1
+    strict = E.locality_of(before, after, 1, extent="before")
+    assert strict.inside.item() == 0 and strict.outside.item() == pytest.approx(2 / 14)
+    assert strict.seg_iou_outside.item() == pytest.approx(12 / 14)
+    with pytest.raises(ValueError, match="extent must be one of"):
+        E.locality_of(before, after, 1, extent="after")
 
 
 # --- directions -----------------------------------------------------------------------------------

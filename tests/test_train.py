@@ -9,7 +9,8 @@ from conftest import TINY_CONFIG, shared_path
 from hypothesis import given
 from hypothesis import strategies as st
 from ssgan.train import losses, metrics
-from ssgan.train.loop import GeneratorStep, Trainer, TrainingDiverged, TrainOptions, resume_options, sample_grid, train
+from ssgan.train.loop import (GeneratorStep, Trainer, TrainingDiverged, TrainOptions, lr_rampdown_scale, resume_options,
+                              sample_grid, train)
 from ssgan.train.snapshot import (
     SnapshotError,
     capture_rng,
@@ -45,7 +46,7 @@ class TinyData(torch.utils.data.Dataset):
 def tiny_options(tmp_path, **kw):
     base = {"out": str(tmp_path / "runs"), "kimg": 0.016, "batch": 2, "d_reg_every": 2, "g_reg_every": 2,
             "path_reg": 0.5, "tick_kimg": 0.004, "snap": 1, "metrics": (), "keep_snapshots": 0, "ema_kimg": 0.01,
-            "lr": 0.002}  # fmt: skip
+            "lr": 0.002, "lr_rampdown": 0.0}  # fmt: skip
     return TrainOptions(**(base | kw))
 
 
@@ -278,6 +279,25 @@ def test_resume_continues_the_same_trajectory(tmp_path):
     ckpt = ssgan.load_checkpoint(full / "network-final.safetensors")
     for name, t in ckpt.g_ema.state_dict().items():
         torch.testing.assert_close(t, a["G_ema"][name])
+
+
+def test_lr_rampdown_is_a_half_cosine_over_the_end_of_the_run():
+    assert [lr_rampdown_scale(p, 0.3) for p in (0.0, 0.5, 0.7)] == [1.0, 1.0, 1.0]
+    assert lr_rampdown_scale(0.85, 0.3) == pytest.approx(0.5) and lr_rampdown_scale(1.0, 0.3) == 0.0
+    assert lr_rampdown_scale(0.95, 0.3) == pytest.approx(0.5 - 0.5 * math.cos(math.pi / 6))
+    assert lr_rampdown_scale(1.0, 0.0) == 1.0  # no ramp-down: the celebamask recipe, as the original
+
+
+def test_the_optimisers_follow_the_lr_rampdown(tmp_path):
+    """4 steps of batch 2 with the ramp over the last half: the lr of steps 3 and 4 (progress 0.5, 0.75) falls."""
+    run = train(tiny_options(tmp_path, kimg=0.008, tick_kimg=0.002, lr_rampdown=0.5), dataset=TinyData(), config=TINY,
+                log=quiet)  # fmt: skip
+    scales = [json.loads(line)["lr_scale"] for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert scales == pytest.approx([1.0, 1.0, 1.0, 0.5])
+    state = final_state(run)
+    assert state["g_opt"]["param_groups"][0]["lr"] == pytest.approx(0.002 * 2 / 3 * 0.5)  # g_reg_every 2: ratio 2/3
+    with pytest.raises(ValueError, match=r"--lr-rampdown must lie in \[0, 1\), got 1.0"):
+        TrainOptions(lr_rampdown=1.0).resolved().validate()
 
 
 def test_resume_options_keep_the_run_hyper_parameters(tmp_path):

@@ -75,11 +75,11 @@ def test_derive_keeps_the_config_consistent():
     assert celeba.derive(size=512) == ssgan.preset("celebamask-512")
     demo = ssgan.preset("demo")  # its 4 positional octaves are set, not the log2(size) rule: a new size keeps them
     assert demo.derive(size=128).pos_frequencies == 4 and demo.derive(pos_frequencies=5).pos_frequencies == 5
-    assert demo.derive(size=32).render_channels == {16: 64, 32: 64}
-    assert demo.derive(size=128).render_channels == {16: 64, 32: 64, 64: 32, 128: 16}  # halved per doubling
+    assert demo.derive(size=32).render_channels == {32: 64}
+    assert demo.derive(size=128).render_channels == {32: 64, 64: 32, 128: 16}  # halved per doubling
     assert demo.derive(min_feat_size=4).render_channels == {8: 64, 16: 64, 32: 64, 64: 32}
     assert demo.derive(channel_base=16).disc_channels == {64: 16, 32: 16, 16: 16, 8: 16, 4: 16}
-    assert demo.derive(channel_multiplier=1).render_channels == {16: 512, 32: 512, 64: 256}  # StyleGAN2's table
+    assert demo.derive(channel_multiplier=1).render_channels == {32: 512, 64: 256}  # StyleGAN2's table
     # new class names keep the transparent classes that are still there, by name
     assert celeba.derive(class_names=("background", "face", "hat", "glasses")).transparent == (3,)
     assert celeba.derive(class_names=("background", "face"), transparent=()).transparent == ()
@@ -225,7 +225,8 @@ def test_resume_from_a_renamed_snapshot(tmp_path):
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_signal_writes_a_final_snapshot_and_the_run_resumes(tmp_path, capsys, stop):
-    full = train(tiny_options(tmp_path), dataset=NamedData(), config=TINY, log=quiet)
+    """With the lr ramp-down over the last half, which the resumed half runs through."""
+    full = train(tiny_options(tmp_path, lr_rampdown=0.5), dataset=NamedData(), config=TINY, log=quiet)
 
     def interrupt_after_tick_1(line):
         if line.startswith("tick 1 "):
@@ -234,7 +235,7 @@ def test_a_stop_signal_writes_a_final_snapshot_and_the_run_resumes(tmp_path, cap
     handler = signal.getsignal(stop)
     with pytest.raises(TrainingInterrupted, match=rf"{stop.name} at 0.002 kimg \(step 1\).*Resume with: ssgan train "
                        r"--resume .*00001") as stopped:  # fmt: skip
-        train(tiny_options(tmp_path, snap=100), dataset=NamedData(), config=TINY, log=interrupt_after_tick_1,
+        train(tiny_options(tmp_path, snap=100, lr_rampdown=0.5), dataset=NamedData(), config=TINY, log=interrupt_after_tick_1,
               progress=True)  # fmt: skip
     assert stopped.value.signal == stop
     assert signal.getsignal(stop) is handler  # put back

@@ -67,13 +67,16 @@ def register(sub):
     a("--kimg", type=float, help="training length in thousands of real images")
     a("--batch", type=int, help="batch per process (per GPU)")
     a("--lr", type=float, help="base learning rate (lazy-regularisation corrected per network)")
+    a("--lr-rampdown", type=float, help="fraction of --kimg at the end of the run over which the learning rate falls "
+      "to 0 along a half cosine (demo: 0.3; celebamask: 0, none, as the original); a resumed run with a longer --kimg "
+      "ramps down over its new end")
     a("--r1-img", type=float, help=f"R1 gamma on the image (default: {defaults.r1_img})")
-    a("--r1-seg", type=float, help="R1 gamma on the segmentation (celebamask: 1000)")
+    a("--r1-seg", type=float, help="R1 gamma on the segmentation (celebamask: 1000; demo: 100)")
     a("--lambda-mask", type=float, help="weight of the coarse-mask loss (default 100; 0 with --image-only)")
     a("--path-reg", type=float, help="path-length regularisation weight (celebamask: 0.5)")
     a("--path-batch-shrink", type=int, help=f"(default: {defaults.path_batch_shrink})")
     a("--path-decay", type=float, help=f"(default: {defaults.path_decay})")
-    a("--mixing", type=float, help="style-mixing probability (default 0.3)")
+    a("--mixing", type=float, help="style-mixing probability, per class (celebamask: 0.3, the original's; demo: 0.9)")
     a("--ema-kimg", type=float, help="half-life of G_ema in kimg (celebamask: 10)")
     a("--d-reg-every", type=int, help=f"lazy R1 interval (default: {defaults.d_reg_every})")
     a("--g-reg-every", type=int, help=f"lazy path-length interval (default: {defaults.g_reg_every})")

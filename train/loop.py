@@ -11,6 +11,7 @@ with the rest of the state, so a resumed run continues the uninterrupted traject
 """
 import copy
 import json
+import math
 import os
 import shutil
 import signal
@@ -48,15 +49,18 @@ from ssgan.io import append_line, save_image, write_text
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 # Per-preset defaults of the options left unset. The celebamask ones are the original's (batch 4 per GPU,
-# EMA half-life 10 kimg at batch 32, R1 gamma 1000 on the segmentation). The demo's are tuned to learn every part on
-# 2 CPU cores in <= 10 minutes (1500 iterations): lr 0.01 (at 0.002-0.003 the masks barely move in that time, at 0.02
-# they collapse to one class) and R1 gamma 100 on the segmentation (at 1000 the discriminator's mask branch is so
-# smooth that the masks lag the image by about a kimg: agreement 0.04 instead of 0.68 at 1 kimg).
+# EMA half-life 10 kimg at batch 32, R1 gamma 1000 on the segmentation, style mixing 0.3). The demo's are tuned to
+# learn every part on 2 CPU cores in <= 10 minutes (1500 iterations): lr 0.01 (at 0.002-0.003 the masks barely move
+# in that time, at 0.02 they collapse to one class) ramped down over the last 30 % (without, the parts learnt by
+# 5 kimg could drop out again by 6); R1 gamma 100 on the segmentation (at 1000 the discriminator's mask branch is so
+# smooth that the masks lag the image by about a kimg: agreement 0.04 instead of 0.68 at 1 kimg); style mixing 0.9,
+# StyleGAN2's (per class, as `Generator.mix`): the generator sees regions from two samples side by side in most
+# steps, as an edit puts them (seed 3: parts learnt a kimg earlier, hair edits local, 0.049 instead of 0.119).
 RECIPES = {
-    "demo": {"batch": 4, "kimg": 6.0, "lr": 0.01, "r1_seg": 100.0, "ema_kimg": 0.25, "path_reg": 0.0, "mixing": 0.3,
-             "tick_kimg": 0.25, "snap": 4, "metric_samples": 256},
-    "celebamask-256": {"batch": 4, "kimg": 4800.0, "lr": 0.002, "r1_seg": 1000.0, "ema_kimg": 10.0, "path_reg": 0.5,
-                       "mixing": 0.3, "tick_kimg": 4.0, "snap": 50, "metric_samples": 10000},
+    "demo": {"batch": 4, "kimg": 6.0, "lr": 0.01, "lr_rampdown": 0.3, "r1_seg": 100.0, "ema_kimg": 0.25,
+             "path_reg": 0.0, "mixing": 0.9, "tick_kimg": 0.25, "snap": 4, "metric_samples": 256},
+    "celebamask-256": {"batch": 4, "kimg": 4800.0, "lr": 0.002, "lr_rampdown": 0.0, "r1_seg": 1000.0, "ema_kimg": 10.0,
+                       "path_reg": 0.5, "mixing": 0.3, "tick_kimg": 4.0, "snap": 50, "metric_samples": 10000},
 }  # fmt: skip
 RECIPES["celebamask-512"] = RECIPES["celebamask-256"]
 
@@ -91,6 +95,7 @@ class TrainOptions:
     kimg: float | None = None  # total length in thousands of real images shown to D
     batch: int | None = None  # per process (per GPU)
     lr: float | None = None
+    lr_rampdown: float | None = None  # fraction of the run at its end over which the lr falls to 0 (cosine); 0: none
     r1_img: float = 10.0
     r1_seg: float | None = None  # 1000 (the original's), 100 in the demo recipe
     lambda_mask: float | None = None  # 100, or 0 in image-only mode
@@ -147,6 +152,7 @@ class TrainOptions:
         need(self.batch % min(self.batch, 4) == 0, f"--batch {self.batch} must be divisible by min(batch, 4) "
              "(the discriminator's minibatch-stddev groups)")  # fmt: skip
         need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        need(0 <= self.lr_rampdown < 1, f"--lr-rampdown must lie in [0, 1), got {self.lr_rampdown}")
         for name in ("r1_img", "r1_seg", "lambda_mask", "path_reg", "path_decay", "ema_kimg"):
             need(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         need(0 <= self.mixing <= 1, f"--mixing must lie in [0, 1], got {self.mixing}")
@@ -368,6 +374,16 @@ def set_requires_grad(module, flag):
 
 
 @torch.no_grad()
+def lr_rampdown_scale(progress, rampdown):
+    """The learning-rate factor at `progress` (the share of the run done, 0..1): 1, then over the last `rampdown` of
+    the run a half cosine from 1 to 0 (the ramp-down of StyleGAN2's projector). The demo recipe's short, high-lr run
+    then ends in a settled generator instead of at a random point of the oscillation between G and D."""
+    remaining = 1 - progress
+    if rampdown <= 0 or remaining >= rampdown:
+        return 1.0
+    return 0.5 - 0.5 * math.cos(math.pi * max(0.0, remaining) / rampdown)
+
+
 def update_ema(ema, model, decay, skip_prefixes=()):
     """ema <- decay * ema + (1 - decay) * model, parameters only (buffers such as noise maps stay as they are)."""
     params = dict(model.named_parameters())
@@ -484,6 +500,7 @@ class Trainer:
         d_ratio = opts.d_reg_every / (opts.d_reg_every + 1)
         self.g_opt = torch.optim.Adam(self.G.parameters(), lr=opts.lr * g_ratio, betas=(0.0, 0.99**g_ratio))
         self.d_opt = torch.optim.Adam(self.D.parameters(), lr=opts.lr * d_ratio, betas=(0.0, 0.99**d_ratio))
+        self.base_lrs = {self.g_opt: opts.lr * g_ratio, self.d_opt: opts.lr * d_ratio}
         self.step = 0
         self.images_seen = 0  # real images shown to D, all ranks together
         self.mean_path_length = 0.0
@@ -632,7 +649,7 @@ class Trainer:
         opts, G, B = self.opts, self.G, self.opts.batch
         raw_g = self.g_step.module if self.distributed else self.g_step
         raw_d = self.d_step.module if self.distributed else self.d_step
-        stats = {}
+        stats = {"lr_scale": self.apply_lr_rampdown()}
 
         # 1. D on fake and real
         set_requires_grad(G, False)
@@ -702,6 +719,14 @@ class Trainer:
         self.images_seen += self.global_batch
         return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in stats.items()}
 
+    def apply_lr_rampdown(self):
+        """Set both optimisers' learning rates for this step (see lr_rampdown_scale); returns the factor."""
+        scale = lr_rampdown_scale(self.images_seen / (self.opts.kimg * 1000), self.opts.lr_rampdown)
+        for opt, base in self.base_lrs.items():
+            for group in opt.param_groups:
+                group["lr"] = base * scale
+        return scale
+
     def _check(self, **values):
         """Stop on a non-finite loss before any optimiser applies it (so the weights stay good)."""
         bad = {k: float(v.detach()) for k, v in values.items() if not torch.isfinite(v.detach()).all()}
@@ -744,18 +769,30 @@ class Trainer:
         return results
 
     def report_demo_quality(self, say):
-        """At the end of a run with metrics: depth smoothness and the locality of per-class swaps (train/demo_quality.py),
-        printed and appended to the run's metric files."""
+        """At the end of a run with metrics: the depth, locality and diversity measures of train/demo_quality.py,
+        printed and appended to the run's metric files, and the swaps drawn in swaps.png."""
         if not self.opts.metrics:
             return
         from ssgan.train import demo_quality
 
-        report = demo_quality.final_report(self.G_ema)
+        report = demo_quality.final_report(self.G_ema, dataset=None if self.opts.image_only else self.dataset)
         metrics_mod.append_results(self.run_dir, report, kimg=self.images_seen / 1000, step=self.step)
         depth = report["depth_high_frequency"]
         say(f"depth maps: high-frequency energy share {depth['mean']:.3f} (mean over classes; "
             + ", ".join(f"{k} {v:.3f}" for k, v in depth.items() if k != "mean") + ")")
+        peaks = report["depth_region_iou"]
+        say("depth maps: IoU of each class's region with its depth's highest cells "
+            + ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in peaks.items() if k != "mean"))
         say(demo_quality.format_locality(report["locality"]))
+        if "texture_diversity" in report:
+            say(demo_quality.format_diversity(report["texture_diversity"]))
+        was_training = self.G_ema.training
+        self.G_ema.eval()
+        try:
+            save_png(demo_quality.swap_sheet(self.G_ema), self.run_dir / "swaps.png")
+        finally:
+            self.G_ema.train(was_training)
+        say(f"swaps.png: each class's shape and texture codes swapped between two samples ({self.run_dir})")
 
     def _setup_run_dir(self):
         name = [None]
