@@ -7,6 +7,7 @@ combines several. W+ slots: 0..base_layers-1 are the base codes, base_layers+2k 
 class k and base_layers+2k+1 its texture code.
 """
 import colorsys
+import numbers
 import os
 import re
 import secrets
@@ -504,17 +505,19 @@ class Locality:
     seg_iou_outside: torch.Tensor  # [B] mean IoU, over the other classes present, of the seg before/after outside it
 
     @property
-    def ratio(self):
-        return self.inside / self.outside.clamp_min(1e-12)
+    def outside_over_inside(self):
+        """[B] mean |Δ| outside / inside: small for a local edit (the main job calls an edit local at <= 0.1)."""
+        return self.outside / self.inside.clamp_min(1e-12)
 
     def report(self, region=""):
         head = f"locality{' of ' + region if region else ''}:"
-        lines = [head, "  sample  |d| inside  |d| outside  ratio  seg IoU outside"]
-        for i, (a, b, r, iou) in enumerate(zip(self.inside, self.outside, self.ratio, self.seg_iou_outside)):
+        lines = [head, "  sample  |d| inside  |d| outside  outside/inside  seg IoU outside"]
+        for i, (a, b, r, iou) in enumerate(zip(self.inside, self.outside, self.outside_over_inside,
+                                               self.seg_iou_outside)):  # fmt: skip
             if torch.isnan(a):  # no pixel of the region in this sample: nothing to measure inside it
                 lines.append(f"  {i:6d}  region absent in this sample")
                 continue
-            lines.append(f"  {i:6d}  {a:10.4f}  {b:11.4f}  {r:5.1f}  {iou:15.4f}")
+            lines.append(f"  {i:6d}  {a:10.4f}  {b:11.4f}  {r:14.3f}  {iou:15.4f}")
         return "\n".join(lines)
 
 
@@ -529,9 +532,16 @@ def locality_of(before, after, region, dilate=0, extent="union"):
     before it only (extent="before", the stricter reading), grown by `dilate` pixels. Returns a Locality: mean |Δpixel|
     (channel mean of the image in [-1, 1]) inside and outside the region, and the mean IoU over the other classes of
     the segmentation before and after, counted outside the region. For an edit of several classes, measure each: the
-    others then count as "outside". Raises ValueError for an unknown extent."""
+    others then count as "outside". Raises ValueError for an unknown extent, a region that is not a class index of
+    these outputs, or a dilate that is not a whole number >= 0."""
     if extent not in REGION_EXTENTS:
         raise ValueError(f"locality_of: extent must be one of {REGION_EXTENTS}, got {extent!r}")
+    num_classes = before.seg.shape[1]
+    if isinstance(region, bool) or not isinstance(region, numbers.Integral) or not 0 <= region < num_classes:
+        raise ValueError(f"locality_of: region must be a class index in 0..{num_classes - 1}, got {region!r} "
+                         "(ssgan.editing.locality takes class names)")  # fmt: skip
+    if isinstance(dilate, bool) or not isinstance(dilate, numbers.Integral) or dilate < 0:
+        raise ValueError(f"locality_of: dilate must be a whole number of pixels >= 0, got {dilate!r}")
     labels_before, labels_after = before.seg.argmax(1), after.seg.argmax(1)  # [B, S, S]
     covered = labels_before == region
     if extent == "union":
@@ -546,7 +556,7 @@ def locality_of(before, after, region, dilate=0, extent="union"):
 
     outside = inside[:, 0] == 0  # [B, S, S]
     ious = []
-    for c in (c for c in range(before.seg.shape[1]) if c != region):
+    for c in (c for c in range(num_classes) if c != region):
         a, b = (labels_before == c) & outside, (labels_after == c) & outside
         union = (a | b).sum((1, 2)).double()
         ious.append(torch.where(union > 0, (a & b).sum((1, 2)) / union.clamp_min(1), torch.nan))

@@ -92,6 +92,8 @@ def test_texture_diversity_compares_model_and_data():
     for r in report.values():
         assert r["data"] > 0 and (r["ratio"] is None or r["ratio"] == pytest.approx(r["model"] / r["data"]))
     assert "texture diversity" in demo_quality.format_diversity(report)
+    with pytest.raises(ValueError, match="the data has 1 rows; the spread needs at least 2"):
+        demo_quality.texture_diversity(G, data[:1])
 
 
 def test_swap_sheet_draws_every_class_swap():

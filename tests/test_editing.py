@@ -215,6 +215,14 @@ def test_locality_region_is_the_class_before_or_after_a_shape_edit():
     assert strict.seg_iou_outside.item() == pytest.approx(12 / 14)
     with pytest.raises(ValueError, match="extent must be one of"):
         E.locality_of(before, after, 1, extent="after")
+    for region in ("hair", 3, -1, 1.0, True):  # a name, indices outside 0..2, not a whole number
+        with pytest.raises(ValueError, match=r"region must be a class index in 0..2, got"):
+            E.locality_of(before, after, region)
+    for dilate in (-1, 1.5):
+        with pytest.raises(ValueError, match=r"dilate must be a whole number of pixels >= 0"):
+            E.locality_of(before, after, 1, dilate=dilate)
+    assert E.locality_of(before, after, np.int64(1)).inside.item() == pytest.approx(2 / 4)
+    assert union.outside_over_inside.item() == 0 and "outside/inside" in union.report("class 1")
 
 
 # --- directions -----------------------------------------------------------------------------------

@@ -499,7 +499,7 @@ def test_locality_report_says_when_a_region_is_absent():
     nan = torch.tensor([float("nan"), 0.5])
     report = E.Locality(nan, torch.tensor([0.1, 0.1]), torch.tensor([1.0, 1.0])).report("hair")
     assert "region absent in this sample" in report.splitlines()[2] and "nan" not in report
-    assert "5.0" in report.splitlines()[3]
+    assert "0.200" in report.splitlines()[3]  # outside / inside
 
 
 @pytest.mark.parametrize("keys", [["--keys", "5"], ["--keys", "1"]])

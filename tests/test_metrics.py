@@ -169,3 +169,10 @@ def test_cli_metrics_fails_on_a_non_finite_metric(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["metrics", _checkpoint(tmp_path), "--num", "0"])
     assert "--num: must be a positive integer" in capsys.readouterr().err
+
+
+def test_progress_line_prints_class_presence_and_area_in_percent():
+    results = {"agreement": 0.95, "class_presence": {"background": 1.0, "face": 0.984},
+               "class_area": {"background": 0.5934, "face": 0.152}, "samples": {"generated": 256}}  # fmt: skip
+    assert metrics.format_results(results) == ("agreement 0.95, class_presence % (background 100, face 98), "
+                                               "class_area % (background 59.3, face 15.2) [samples: 256 generated]")

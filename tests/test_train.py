@@ -296,8 +296,23 @@ def test_the_optimisers_follow_the_lr_rampdown(tmp_path):
     assert scales == pytest.approx([1.0, 1.0, 1.0, 0.5])
     state = final_state(run)
     assert state["g_opt"]["param_groups"][0]["lr"] == pytest.approx(0.002 * 2 / 3 * 0.5)  # g_reg_every 2: ratio 2/3
-    with pytest.raises(ValueError, match=r"--lr-rampdown must lie in \[0, 1\), got 1.0"):
-        TrainOptions(lr_rampdown=1.0).resolved().validate()
+    with pytest.raises(ValueError, match=r"--lr-rampdown must lie in \[0, 1\], got 1.5"):
+        TrainOptions(lr_rampdown=1.5).resolved().validate()
+    assert lr_rampdown_scale(0.0, 1.0) == 1.0 and lr_rampdown_scale(0.5, 1.0) == pytest.approx(0.5)  # the whole run
+
+
+def test_resuming_names_a_kimg_with_nothing_left_and_a_moved_rampdown(tmp_path):
+    """--kimg at or below what the run has trained is an error before any run directory is made; a longer --kimg
+    with a ramp-down that had begun says that the learning rate jumps back up."""
+    run = train(tiny_options(tmp_path, kimg=0.008, lr_rampdown=0.5), dataset=TinyData(), config=TINY, log=quiet)
+    before = sorted((tmp_path / "runs").iterdir())
+    for kimg in (0.008, 0.004):
+        with pytest.raises(ValueError, match=rf"trained 0.008 kimg and --kimg {kimg} asks for no more"):
+            Trainer(resume_options(str(run), {"kimg": kimg}), dataset=TinyData(), log=quiet)
+    assert sorted((tmp_path / "runs").iterdir()) == before
+    lines = []
+    Trainer(resume_options(str(run), {"kimg": 0.016}), dataset=TinyData(), log=lines.append)
+    assert any("learning-rate factor jumps from 0.000 to 1.000" in line and "--kimg 0.016" in line for line in lines)
 
 
 def test_resume_options_keep_the_run_hyper_parameters(tmp_path):

@@ -330,3 +330,12 @@ def test_ctrl_c_before_the_first_step_prints_one_line_and_leaves_no_run(tmp_path
 
     monkeypatch.setattr(ssgan.cli, "build_parser", lambda: interrupted(None))  # ... or while the commands are being imported
     assert main(argv) == 130 and capsys.readouterr().err == "ssgan: interrupted (SIGINT)\n"
+
+
+def test_train_help_gives_each_recipe_default_per_preset(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("demo 6.0 / celebamask 4800.0", "demo 0.01 / celebamask 0.002", "demo 0.3 / celebamask 0.0",
+                    "demo 100.0 / celebamask 1000.0", "demo 0.9 / celebamask 0.3", "demo 0.25 / celebamask 10.0"):
+        assert f"(default: {default})" in text, default

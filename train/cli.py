@@ -28,8 +28,8 @@ def register(sub):
         "train",
         argument_default=argparse.SUPPRESS,  # only the options given reach TrainOptions (and override a resumed run's)
         help="train a SemanticStyleGAN",
-        description="Train a SemanticStyleGAN. Options left out take the preset's recipe default "
-        f"(demo: {RECIPES['demo']}; celebamask: the original's). "
+        description="Train a SemanticStyleGAN. Options left out take the preset's recipe default (shown per option "
+        "as demo / celebamask; the celebamask recipe is the original's). "
         "Multi-GPU: torchrun --nproc_per_node N -m ssgan.cli train ...",
     )
     a = p.add_argument
@@ -67,17 +67,17 @@ def register(sub):
     a("--kimg", type=float, help="training length in thousands of real images")
     a("--batch", type=int, help="batch per process (per GPU)")
     a("--lr", type=float, help="base learning rate (lazy-regularisation corrected per network)")
-    a("--lr-rampdown", type=float, help="fraction of --kimg at the end of the run over which the learning rate falls "
-      "to 0 along a half cosine (demo: 0.3; celebamask: 0, none, as the original); a resumed run with a longer --kimg "
-      "ramps down over its new end")
+    a("--lr-rampdown", type=float, help="fraction in [0, 1] of --kimg, at the end of the run, over which the learning "
+      "rate falls to 0 along a half cosine (0: no ramp-down); a resumed run with a longer --kimg ramps down over its "
+      "new end")
     a("--r1-img", type=float, help=f"R1 gamma on the image (default: {defaults.r1_img})")
-    a("--r1-seg", type=float, help="R1 gamma on the segmentation (celebamask: 1000; demo: 100)")
+    a("--r1-seg", type=float, help="R1 gamma on the segmentation")
     a("--lambda-mask", type=float, help="weight of the coarse-mask loss (default 100; 0 with --image-only)")
-    a("--path-reg", type=float, help="path-length regularisation weight (celebamask: 0.5)")
+    a("--path-reg", type=float, help="path-length regularisation weight")
     a("--path-batch-shrink", type=int, help=f"(default: {defaults.path_batch_shrink})")
     a("--path-decay", type=float, help=f"(default: {defaults.path_decay})")
-    a("--mixing", type=float, help="style-mixing probability, per class (celebamask: 0.3, the original's; demo: 0.9)")
-    a("--ema-kimg", type=float, help="half-life of G_ema in kimg (celebamask: 10)")
+    a("--mixing", type=float, help="style-mixing probability, per class")
+    a("--ema-kimg", type=float, help="half-life of G_ema in kimg")
     a("--d-reg-every", type=int, help=f"lazy R1 interval (default: {defaults.d_reg_every})")
     a("--g-reg-every", type=int, help=f"lazy path-length interval (default: {defaults.g_reg_every})")
     a("--tick-kimg", type=float, help="kimg between progress lines")
@@ -98,6 +98,10 @@ def register(sub):
     a("--xflip", action="store_true", help="random horizontal flips of the real data")
     a("--precision", choices=PRECISIONS, help="fp32, or tf32 / bf16 autocast on CUDA (default: fp32)")
     a("--workers", type=int, help=f"data-loader worker processes (default: {defaults.workers})")
+    demo, celebamask = RECIPES["demo"], RECIPES["celebamask-256"]
+    for action in p._actions:  # the recipe's options: their default per preset, from RECIPES
+        if action.dest in demo:
+            action.help += f" (default: demo {demo[action.dest]} / celebamask {celebamask[action.dest]})"
     a("--tensorboard", action="store_true", help="also write TensorBoard events to the run directory")
     p.set_defaults(run=run_train)
 

@@ -194,12 +194,15 @@ def texture_diversity(G, dataset, num_samples=128, batch=16, seed=987):
     """{class: {"model", "data", "ratio"}}: `colour_spread` of num_samples generated images (labels: the argmax of
     their segmentation) and of the first num_samples rows of `dataset` (items with "image" [3, S, S] and a one-hot
     "mask" [K, S, S]), and model / data. A region whose codes barely change its colour gives swaps that are local but
-    hard to see; the ratio says how far a short run is from the data's variety."""
+    hard to see; the ratio says how far a short run is from the data's variety. Raises ValueError for data of fewer
+    than 2 rows."""
     device = G.local.weight.device
     z = torch.randn(num_samples, G.cfg.style_dim, generator=torch.Generator().manual_seed(seed)).to(device)
     outs = [G(z=z[i : i + batch], noise_mode="const") for i in range(0, num_samples, batch)]
     fake = colour_spread(torch.cat([o.image for o in outs]).cpu(), torch.cat([o.seg for o in outs]).argmax(1).cpu(),
                          G.cfg.num_classes)  # fmt: skip
+    if len(dataset) < 2:
+        raise ValueError(f"texture_diversity: the data has {len(dataset)} rows; the spread needs at least 2")
     rows = [dataset[i] for i in range(min(num_samples, len(dataset)))]
     real = colour_spread(torch.stack([r["image"] for r in rows]), torch.stack([r["mask"] for r in rows]).argmax(1),
                          G.cfg.num_classes)  # fmt: skip

@@ -152,7 +152,7 @@ class TrainOptions:
         need(self.batch % min(self.batch, 4) == 0, f"--batch {self.batch} must be divisible by min(batch, 4) "
              "(the discriminator's minibatch-stddev groups)")  # fmt: skip
         need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        need(0 <= self.lr_rampdown < 1, f"--lr-rampdown must lie in [0, 1), got {self.lr_rampdown}")
+        need(0 <= self.lr_rampdown <= 1, f"--lr-rampdown must lie in [0, 1], got {self.lr_rampdown}")
         for name in ("r1_img", "r1_seg", "lambda_mask", "path_reg", "path_decay", "ema_kimg"):
             need(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         need(0 <= self.mixing <= 1, f"--mixing must lie in [0, 1], got {self.mixing}")
@@ -599,6 +599,17 @@ class Trainer:
             torch.manual_seed(self.opts.seed * 1000 + self.rank + 7919 * self.step)
             self.mean_path_length = ranks[0]["mean_path_length"]
         self.resumed_from = str(self.opts.resume)
+        total = round(self.opts.kimg * 1000)
+        if self.images_seen >= total:
+            raise ValueError(f"--resume {self.opts.resume}: the run has trained {self.images_seen / 1000:.3f} kimg and "
+                             f"--kimg {self.opts.kimg} asks for no more; give a larger --kimg to continue it")  # fmt: skip
+        saved = json.loads(state["options"])
+        old = lr_rampdown_scale(self.images_seen / (saved["kimg"] * 1000), saved.get("lr_rampdown") or 0.0)
+        new = lr_rampdown_scale(self.images_seen / total, self.opts.lr_rampdown)
+        if abs(new - old) > 1e-6:
+            self.log(f"warning: the learning-rate factor jumps from {old:.3f} to {new:.3f} here: the lr ramp-down "
+                     f"(--lr-rampdown {self.opts.lr_rampdown}) now ends at --kimg {self.opts.kimg}, not at "
+                     f"{saved['kimg']}; --lr-rampdown 0 keeps the lr at its base value")  # fmt: skip
 
     def _open_dataset(self):
         from ssgan.train.data import open_dataset
@@ -781,8 +792,8 @@ class Trainer:
         say(f"depth maps: high-frequency energy share {depth['mean']:.3f} (mean over classes; "
             + ", ".join(f"{k} {v:.3f}" for k, v in depth.items() if k != "mean") + ")")
         peaks = report["depth_region_iou"]
-        say("depth maps: IoU of each class's region with its depth's highest cells "
-            + ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in peaks.items() if k != "mean"))
+        say("depth maps: IoU of each class's region with as many of its depth's highest cells "
+            + ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in peaks.items()))
         say(demo_quality.format_locality(report["locality"]))
         if "texture_diversity" in report:
             say(demo_quality.format_diversity(report["texture_diversity"]))

@@ -311,6 +311,10 @@ def append_results(run_dir, results, **context):
         append_line(Path(run_dir) / f"metric-{name}.jsonl", json.dumps(line, allow_nan=False))
 
 
+# Per-class shares printed as percentages in the progress log (decimals shown).
+PER_CLASS_PERCENT = {"class_presence": 0, "class_area": 1}
+
+
 def format_results(results):
     parts = []
     for name in metric_names(results):
@@ -319,6 +323,9 @@ def format_results(results):
             parts.append(f"{name} {value:.4g}")
         elif isinstance(value, dict) and "error" in value:
             parts.append(f"{name} unavailable" if value.get("unavailable") else f"{name} failed ({value['error']})")
+        elif name in PER_CLASS_PERCENT and isinstance(value, dict):
+            digits = PER_CLASS_PERCENT[name]
+            parts.append(f"{name} % (" + ", ".join(f"{k} {100 * v:.{digits}f}" for k, v in value.items()) + ")")
     samples = results.get("samples", {})
     counts = ", ".join(f"{count} {kind}" for kind, count in samples.items())
     return ", ".join(parts) + (f" [samples: {counts}]" if parts and counts else "")
