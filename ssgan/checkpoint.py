@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ssgan.config import CELEBAMASK_CLASSES, SSGConfig
+from ssgan.config import CELEBAMASK_CLASSES, SSGConfig, default_class_names
 from ssgan.discriminator import Discriminator
 from ssgan.generator import Generator
 from ssgan.io import DamagedFileError, load_safetensors, read_torch_file, save_safetensors
@@ -157,7 +157,7 @@ def config_from_original(g_sd, d_sd=None, args=None):
         fields["class_names"] = CELEBAMASK_CLASSES
         fields["transparent"] = tuple(args.get("transparent_dims", (10, 12)))
     else:
-        fields["class_names"] = tuple(f"class_{k}" for k in range(num_classes))
+        fields["class_names"] = default_class_names(num_classes)  # as `ssgan train --classes K` names them
         fields["transparent"] = tuple(args.get("transparent_dims", ()))
     if d_sd is not None:
         n_blocks = _count(list(d_sd), r"convs_img\.(\d+)\.conv1\.0\.weight$", start=1)

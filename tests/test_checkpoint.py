@@ -55,6 +55,9 @@ def test_small_fixture_config(official_small):
     ckpt, _ = official_small
     cfg = ckpt.config
     assert (cfg.size, cfg.style_dim, cfg.num_classes, cfg.transparent) == (128, 64, 6, (4,))
+    # a class count other than CelebAMask-HQ's: named as `ssgan train --classes 6` names them
+    assert cfg.class_names == ssgan.config.default_class_names(6) == ("background", "class1", "class2", "class3",
+                                                                      "class4", "class5")  # fmt: skip
     assert cfg.render_channels == {32: 40, 64: 32, 128: 24}
     assert cfg.disc_channels == {128: 24, 64: 32, 32: 40, 16: 48, 8: 48, 4: 48}
 

@@ -164,12 +164,12 @@ def test_palette_and_colour_maps():
 
 
 def test_components(G):
-    masks = E.component_masks(G.cfg, "class_3,class_1")
+    masks = E.component_masks(G.cfg, "class3,class1")
     assert masks.tolist() == [[1, 0, 0, 0, 0, 0], [1, 0, 0, 1, 0, 0], [1, 1, 0, 1, 0, 0]]
     with pytest.raises(ValueError, match="background"):
-        E.component_masks(G.cfg, "class_0,class_1")
+        E.component_masks(G.cfg, "background,class1")
     w = E.w_from_seeds(G, [3], psi=0.7)
-    out, added = E.render_components(G, w, "class_3,class_1")
+    out, added = E.render_components(G, w, "class3,class1")
     assert added == [0, 3, 1]
     assert torch.all(out.coarse_seg[0].argmax(0) == 0)  # the background alone covers everything
     sheet = E.components_sheet(out, added)
@@ -179,7 +179,7 @@ def test_components(G):
 def test_texture_edit_keeps_coarse_masks_and_locality(G):
     cfg = G.cfg
     w = E.as_w_plus(cfg, E.w_from_seeds(G, [1, 2], psi=0.7))
-    edited = E.swap_regions(cfg, w, E.w_from_seeds(G, [7]), "class_1:texture")
+    edited = E.swap_regions(cfg, w, E.w_from_seeds(G, [7]), "class1:texture")
     out = E.render(G, torch.cat([w, edited]))
     split = lambda s: type(out)(*(getattr(out, f)[s] for f in out.__dataclass_fields__))  # noqa: E731
     before, after = split(slice(2)), split(slice(2, 4))
@@ -188,7 +188,7 @@ def test_texture_edit_keeps_coarse_masks_and_locality(G):
     assert not torch.allclose(after.image, before.image)
     loc = E.locality_of(before, after, 1, dilate=1)
     assert loc.inside.shape == (2,) and torch.all(loc.outside > 0) and torch.all(loc.seg_iou_outside <= 1)
-    assert "locality of class_1" in loc.report("class_1")
+    assert "locality of class1" in loc.report("class1")
     same = E.locality_of(before, before, 1)
     assert torch.all(same.outside == 0) and torch.all(same.seg_iou_outside == 1)
 
@@ -266,9 +266,9 @@ def test_latent_files(tmp_path):
 
 
 def test_cli_edit_mix_and_direction(tmp_path, capsys):
-    assert main(["edit", "--ckpt", ckpt(), "--seeds", "0-1", "--source-seeds", "9", "--regions", "class_2:texture",
+    assert main(["edit", "--ckpt", ckpt(), "--seeds", "0-1", "--source-seeds", "9", "--regions", "class2:texture",
                  "--out", str(tmp_path / "mix")]) == 0  # fmt: skip
-    assert "locality of class_2" in capsys.readouterr().out
+    assert "locality of class2" in capsys.readouterr().out
     with Image.open(tmp_path / "mix" / "edit_001.png") as img:
         assert img.size == (4 * 128, 128)
     edited = E.load_latents(tmp_path / "mix" / "edited_latents.npy")
@@ -280,26 +280,26 @@ def test_cli_edit_mix_and_direction(tmp_path, capsys):
                  str(tmp_path / "dir.npy"), "--regions", "base", "--out", str(tmp_path / "dir")]) == 0  # fmt: skip
     assert "no locality report" in capsys.readouterr().out
     assert main(["edit", "--ckpt", ckpt(), "--latent", str(tmp_path / "w.npy"), "--direction",
-                 str(tmp_path / "dir.npy"), "--regions", "class_1", "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+                 str(tmp_path / "dir.npy"), "--regions", "class1", "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
     expected = "w.npy must be W [B, 64] or W+ [B, 14, 64] for this model (B may be left out for one code), got (2, 13"
     assert expected in capsys.readouterr().err
 
 
 def test_cli_errors(tmp_path, capsys):
     assert main(["edit", "--ckpt", ckpt(), "--seeds", "0", "--source-seeds", "1", "--regions", "hair"]) == 2
-    assert "unknown class 'hair'; this model's classes are class_0, class_1" in capsys.readouterr().err
-    assert main(["edit", "--ckpt", ckpt(), "--seeds", "0", "--regions", "class_1"]) == 2
+    assert "unknown class 'hair'; this model's classes are background, class1" in capsys.readouterr().err
+    assert main(["edit", "--ckpt", ckpt(), "--seeds", "0", "--regions", "class1"]) == 2
     assert "choose one edit" in capsys.readouterr().err
     assert main(["components", "--ckpt", ckpt(), "--seeds", "0-x"]) == 2
     assert "bad seed list" in capsys.readouterr().err
 
 
 def test_cli_interpolate_and_components(tmp_path):
-    assert main(["interpolate", "--ckpt", ckpt(), "--seeds", "4", "--regions", "class_1:shape", "--keys", "2",
+    assert main(["interpolate", "--ckpt", ckpt(), "--seeds", "4", "--regions", "class1:shape", "--keys", "2",
                  "--frames", "4", "--method", "spherical", "--out", str(tmp_path)]) == 0  # fmt: skip
-    with Image.open(tmp_path / "interp_000_class_1-shape.gif") as gif:
+    with Image.open(tmp_path / "interp_000_class1-shape.gif") as gif:
         assert gif.n_frames == 4 and gif.size == (256, 128)
-    assert main(["components", "--ckpt", ckpt(), "--seeds", "4", "--order", "class_1,class_5", "--out",
+    assert main(["components", "--ckpt", ckpt(), "--seeds", "4", "--order", "class1,class5", "--out",
                  str(tmp_path)]) == 0  # fmt: skip
     with Image.open(tmp_path / "components_000.png") as img:
         assert img.size == (4 * 128, 3 * 128)
