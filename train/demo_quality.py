@@ -38,9 +38,19 @@ def high_frequency_share(maps, fraction=HIGH_FREQUENCY_FRACTION):
 
 
 @torch.no_grad()
-def _render_in_batches(G, z, batch):
-    outs = [G(z=z[i : i + batch], noise_mode="const") for i in range(0, z.shape[0], batch)]
-    return torch.cat([o.depths for o in outs]), torch.cat([o.coarse_seg for o in outs])
+def _samples(G, num_samples, batch, seed):
+    """num_samples samples of G (z drawn from `seed`, constant noise), rendered in batches: a list of outputs."""
+    z = torch.randn(num_samples, G.cfg.style_dim, generator=torch.Generator().manual_seed(seed))
+    z = z.to(G.local.weight.device)
+    return [G(z=z[i : i + batch], noise_mode="const") for i in range(0, num_samples, batch)]
+
+
+@torch.no_grad()
+def _pairs(G, num_pairs, seed):
+    """(target, source) W [num_pairs, D] of num_pairs pairs of samples, z drawn from `seed`."""
+    z = torch.randn(2, num_pairs, G.cfg.style_dim, generator=torch.Generator().manual_seed(seed))
+    z = z.to(G.local.weight.device)
+    return G.mapping(z[0]), G.mapping(z[1])
 
 
 def top_area_iou(depths, regions):
@@ -56,34 +66,26 @@ def top_area_iou(depths, regions):
 
 
 @torch.no_grad()
-def depth_smoothness(G, num_samples=64, batch=16, seed=321):
-    """{class: mean high-frequency share of its depth map} over num_samples samples, for every class with a depth
-    (all but class 0, the background), and "mean" over them."""
-    device = G.local.weight.device
-    z = torch.randn(num_samples, G.cfg.style_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    depths, _ = _render_in_batches(G, z, batch)
-    share = high_frequency_share(depths[:, 1:].cpu()).mean(0)  # [K - 1]
-    result = dict(zip(G.cfg.class_names[1:], share.tolist()))
-    result["mean"] = float(share.mean())
-    return result
-
-
-@torch.no_grad()
-def depth_region_iou(G, num_samples=64, batch=16, seed=321):
-    """{class: mean top_area_iou of its depth map and its region of the coarse mask} over the samples that draw the
-    class (None if none does), for every class with a depth, and "mean" over them. A class drawn under others (the face
-    under the eyes, brows and mouth) keeps its depth high under them, which lowers its score."""
-    device = G.local.weight.device
-    z = torch.randn(num_samples, G.cfg.style_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    depths, coarse_seg = (t.cpu() for t in _render_in_batches(G, z, batch))  # [B, K, G, G] each
-    labels = coarse_seg.argmax(1)
-    result = {}
+def depth_measures(G, num_samples=64, batch=16, seed=321):
+    """Both depth measures over the same num_samples samples, for every class with a depth (all but class 0, the
+    background), each with "mean" over the classes:
+    - smoothness, {class: mean high-frequency share of its depth map};
+    - shape, {class: mean top_area_iou of its depth map and its region of the coarse mask} over the samples that draw
+      the class (None if none does). A class drawn under others (the face under the eyes, brows and mouth) keeps its
+      depth high under them, which lowers its score.
+    Returns (smoothness, shape)."""
+    outs = _samples(G, num_samples, batch, seed)
+    depths = torch.cat([o.depths for o in outs]).cpu()  # [B, K, G, G]
+    labels = torch.cat([o.coarse_seg for o in outs]).argmax(1).cpu()  # [B, G, G]
+    share = high_frequency_share(depths[:, 1:]).mean(0)  # [K - 1]
+    smoothness = dict(zip(G.cfg.class_names[1:], share.tolist())) | {"mean": float(share.mean())}
+    shape = {}
     for k, name in enumerate(G.cfg.class_names[1:], start=1):
         iou = top_area_iou(depths[:, k], labels == k)
-        result[name] = iou.nanmean().item() if not iou.isnan().all() else None
-    drawn = [v for v in result.values() if v is not None]
-    result["mean"] = sum(drawn) / len(drawn) if drawn else None
-    return result
+        shape[name] = iou.nanmean().item() if not iou.isnan().all() else None
+    drawn = [v for v in shape.values() if v is not None]
+    shape["mean"] = sum(drawn) / len(drawn) if drawn else None
+    return smoothness, shape
 
 
 # The issue's targets for a local edit: outside / inside <= 0.1 and the segmentation outside kept (IoU >= 0.95).
@@ -107,10 +109,7 @@ def region_locality(G, num_pairs=32, seed=654, dilate=EDGE_BAND):
     region of the unedited sample only, not grown, so the pixels a shape swap newly covers count as outside.
     "local": ratio <= 0.1 and IoU >= 0.95 (the targets of issue #14). A class no sample draws gets None everywhere
     (JSON has no NaN) and "pairs" 0."""
-    device = G.local.weight.device
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(2, num_pairs, G.cfg.style_dim, generator=gen).to(device)
-    w_target, w_source = G.mapping(z[0]), G.mapping(z[1])
+    w_target, w_source = _pairs(G, num_pairs, seed)
     before = G(w=w_target, noise_mode="const")  # rendered once: `ssgan.editing.locality` minus the repeated render
     report = {}
     for k, name in enumerate(G.cfg.class_names):
@@ -156,14 +155,11 @@ def format_locality(report):
 
 @torch.no_grad()
 def swap_sheet(G, num_pairs=2, seed=654, scale=2):
-    """The swaps `region_locality` measures, as a picture: per pair of samples three rows (image, segmentation, |Δ|
+    """Swaps like those `region_locality` measures (pairs drawn the same way), as a picture: per pair of samples three rows (image, segmentation, |Δ|
     against the target), columns target, source, then the target with each class's shape and texture codes taken
     from the source. |Δ| (channel mean) is drawn on an inferno scale with 0.5 as full brightness. Tiles are
     upscaled `scale` times by pixel repetition. Returns a uint8 [3 * num_pairs * S', (2 + K) * S', 3] array."""
-    device = G.local.weight.device
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(2, num_pairs, G.cfg.style_dim, generator=gen).to(device)  # the first pairs of region_locality
-    w_target, w_source = G.mapping(z[0]), G.mapping(z[1])
+    w_target, w_source = _pairs(G, num_pairs, seed)
     outs = [G(w=w_target, noise_mode="const"), G(w=w_source, noise_mode="const")]
     outs += [G(w=swap_regions(G.cfg, w_target, w_source, name), noise_mode="const") for name in G.cfg.class_names]
     images = np.stack([to_uint8(o.image) for o in outs], 1)  # [P, 2 + K, S, S, 3]
@@ -196,13 +192,11 @@ def texture_diversity(G, dataset, num_samples=128, batch=16, seed=987):
     "mask" [K, S, S]), and model / data. A region whose codes barely change its colour gives swaps that are local but
     hard to see; the ratio says how far a short run is from the data's variety. Raises ValueError for data of fewer
     than 2 rows."""
-    device = G.local.weight.device
-    z = torch.randn(num_samples, G.cfg.style_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    outs = [G(z=z[i : i + batch], noise_mode="const") for i in range(0, num_samples, batch)]
-    fake = colour_spread(torch.cat([o.image for o in outs]).cpu(), torch.cat([o.seg for o in outs]).argmax(1).cpu(),
-                         G.cfg.num_classes)  # fmt: skip
     if len(dataset) < 2:
         raise ValueError(f"texture_diversity: the data has {len(dataset)} rows; the spread needs at least 2")
+    outs = _samples(G, num_samples, batch, seed)
+    fake = colour_spread(torch.cat([o.image for o in outs]).cpu(), torch.cat([o.seg for o in outs]).argmax(1).cpu(),
+                         G.cfg.num_classes)  # fmt: skip
     rows = [dataset[i] for i in range(min(num_samples, len(dataset)))]
     real = colour_spread(torch.stack([r["image"] for r in rows]), torch.stack([r["mask"] for r in rows]).argmax(1),
                          G.cfg.num_classes)  # fmt: skip
@@ -221,8 +215,9 @@ def final_report(G, num_pairs=32, num_samples=64, dataset=None):
     was_training = G.training
     G.eval()
     try:
-        report = {"depth_high_frequency": depth_smoothness(G, num_samples),
-                  "depth_region_iou": depth_region_iou(G, num_samples), "locality": region_locality(G, num_pairs)}
+        smoothness, shape = depth_measures(G, num_samples)
+        report = {"depth_high_frequency": smoothness, "depth_region_iou": shape,
+                  "locality": region_locality(G, num_pairs)}
         if dataset is not None:
             report["texture_diversity"] = texture_diversity(G, dataset)
         return report

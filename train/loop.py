@@ -373,7 +373,6 @@ def set_requires_grad(module, flag):
         p.requires_grad_(flag)
 
 
-@torch.no_grad()
 def lr_rampdown_scale(progress, rampdown):
     """The learning-rate factor at `progress` (the share of the run done, 0..1): 1, then over the last `rampdown` of
     the run a half cosine from 1 to 0 (the ramp-down of StyleGAN2's projector). The demo recipe's short, high-lr run
@@ -384,6 +383,7 @@ def lr_rampdown_scale(progress, rampdown):
     return 0.5 - 0.5 * math.cos(math.pi * max(0.0, remaining) / rampdown)
 
 
+@torch.no_grad()
 def update_ema(ema, model, decay, skip_prefixes=()):
     """ema <- decay * ema + (1 - decay) * model, parameters only (buffers such as noise maps stay as they are)."""
     params = dict(model.named_parameters())
@@ -604,8 +604,8 @@ class Trainer:
             raise ValueError(f"--resume {self.opts.resume}: the run has trained {self.images_seen / 1000:.3f} kimg and "
                              f"--kimg {self.opts.kimg} asks for no more; give a larger --kimg to continue it")  # fmt: skip
         saved = json.loads(state["options"])
-        old = lr_rampdown_scale(self.images_seen / (saved["kimg"] * 1000), saved.get("lr_rampdown") or 0.0)
-        new = lr_rampdown_scale(self.images_seen / total, self.opts.lr_rampdown)
+        old = self.lr_scale(saved["kimg"], saved.get("lr_rampdown") or 0.0)
+        new = self.lr_scale(self.opts.kimg, self.opts.lr_rampdown)
         if abs(new - old) > 1e-6:
             self.log(f"warning: the learning-rate factor jumps from {old:.3f} to {new:.3f} here: the lr ramp-down "
                      f"(--lr-rampdown {self.opts.lr_rampdown}) now ends at --kimg {self.opts.kimg}, not at "
@@ -730,9 +730,13 @@ class Trainer:
         self.images_seen += self.global_batch
         return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in stats.items()}
 
+    def lr_scale(self, kimg, rampdown):
+        """The learning-rate factor at this point of a run of `kimg` with ramp-down `rampdown` (lr_rampdown_scale)."""
+        return lr_rampdown_scale(self.images_seen / (kimg * 1000), rampdown)
+
     def apply_lr_rampdown(self):
-        """Set both optimisers' learning rates for this step (see lr_rampdown_scale); returns the factor."""
-        scale = lr_rampdown_scale(self.images_seen / (self.opts.kimg * 1000), self.opts.lr_rampdown)
+        """Set both optimisers' learning rates for this step; returns the factor."""
+        scale = self.lr_scale(self.opts.kimg, self.opts.lr_rampdown)
         for opt, base in self.base_lrs.items():
             for group in opt.param_groups:
                 group["lr"] = base * scale
@@ -797,12 +801,7 @@ class Trainer:
         say(demo_quality.format_locality(report["locality"]))
         if "texture_diversity" in report:
             say(demo_quality.format_diversity(report["texture_diversity"]))
-        was_training = self.G_ema.training
-        self.G_ema.eval()
-        try:
-            save_png(demo_quality.swap_sheet(self.G_ema), self.run_dir / "swaps.png")
-        finally:
-            self.G_ema.train(was_training)
+        save_png(demo_quality.swap_sheet(self.G_ema), self.run_dir / "swaps.png")  # G_ema stays in eval mode
         say(f"swaps.png: each class's shape and texture codes swapped between two samples ({self.run_dir})")
 
     def _setup_run_dir(self):
